@@ -1,0 +1,183 @@
+//! `Operation`: one step of an Apply, created and written only by the operator.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DismissedError, Target, schema};
+
+/// A copy of one `spec.operations` entry plus its index; immutable.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "baton.dev",
+    version = "v1alpha1",
+    kind = "Operation",
+    plural = "operations",
+    singular = "operation",
+    shortname = "bop",
+    category = "baton",
+    namespaced,
+    status = "OperationStatus",
+    doc = "One step of an Apply: its manifests applied to one target. Written only by the operator.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.attempt"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.namespace"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self == oldSelf",
+    "message": "an Operation's spec is immutable: it is a copy of its Apply's entry",
+}]))]
+pub struct OperationSpec {
+    /// Position of this step in the Apply's `spec.operations`, from 0.
+    #[schemars(range(min = 0, max = 499))]
+    pub index: u32,
+    /// Name of the step, unique within its Apply.
+    pub name: String,
+    /// Where the manifests go.
+    pub target: Target,
+    /// The manifests this step applies (its own, or the Apply's template).
+    #[schemars(schema_with = "schema::manifests")]
+    pub manifests: Vec<serde_json::Value>,
+    /// How long the step may take from its claim to healthy.
+    pub timeout: String,
+}
+
+/// Phase of an Operation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum OperationPhase {
+    /// Waiting for a claim.
+    #[default]
+    Pending,
+    /// Claimed: manifests applied or being applied, health being watched.
+    Running,
+    /// Applied and healthy. Final.
+    Succeeded,
+    /// Failed; runs again only after its error is dismissed.
+    Failed,
+    /// Stopped by request before it finished; resumable.
+    Stopped,
+}
+
+impl OperationPhase {
+    /// `Succeeded` and `Failed` end a run; `Stopped` does not (it is resumable).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, OperationPhase::Succeeded | OperationPhase::Failed)
+    }
+
+    /// Every phase, in declaration order (for tests and metrics).
+    pub const ALL: [OperationPhase; 5] = [
+        OperationPhase::Pending,
+        OperationPhase::Running,
+        OperationPhase::Succeeded,
+        OperationPhase::Failed,
+        OperationPhase::Stopped,
+    ];
+
+    /// The phase as written in `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationPhase::Pending => "Pending",
+            OperationPhase::Running => "Running",
+            OperationPhase::Succeeded => "Succeeded",
+            OperationPhase::Failed => "Failed",
+            OperationPhase::Stopped => "Stopped",
+        }
+    }
+}
+
+/// Why an operation failed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum FailureReason {
+    /// The apply call itself failed: invalid object, forbidden, missing namespace, unknown kind.
+    DispatchFailed,
+    /// An applied object reported a terminal failure.
+    Unhealthy,
+    /// The objects were not healthy before the operation's timeout.
+    Timeout,
+}
+
+impl FailureReason {
+    /// The reason as written in `status.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::DispatchFailed => "DispatchFailed",
+            FailureReason::Unhealthy => "Unhealthy",
+            FailureReason::Timeout => "Timeout",
+        }
+    }
+}
+
+/// Observed state of an Operation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// Where this step stands.
+    #[serde(default)]
+    pub phase: OperationPhase,
+    /// Number of runs started; each claim that starts a new run increments it.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Who runs it now; present only while `Running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+    /// When the current run was claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the current run succeeded or failed (never set for `Stopped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// When the current run was stopped; cleared when it goes back to `Pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Time>,
+    /// When the first run was claimed; kept across retries, so the Apply's start never moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_at: Option<Time>,
+    /// Machine-readable cause of the last transition (`DispatchFailed`, `Unhealthy`, `Timeout`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The dismissal that last put this operation back to `Pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dismissed: Option<DismissedError>,
+    /// The objects applied by the current run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+    /// Conditions of the operation (`Ready`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The replica that claimed an operation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Claim {
+    /// Identity of the claiming replica (pod name plus a random suffix).
+    pub holder: String,
+    /// When it claimed (or took over) the operation.
+    pub at: Time,
+}
+
+/// One object applied by an operation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    /// `group/version` of the object.
+    pub api_version: String,
+    /// Kind of the object.
+    pub kind: String,
+    /// Namespace, absent for cluster-scoped objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the object.
+    pub name: String,
+}

@@ -1,0 +1,23 @@
+//! Hand-written schema fragments for what `schemars` cannot express: embedded Kubernetes
+//! objects and Go-style durations.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// An arbitrary Kubernetes object. The API server checks `apiVersion`, `kind` and `metadata`
+/// (`x-kubernetes-embedded-resource`) and keeps every other field as written.
+pub fn manifest(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-embedded-resource": true,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// A list of manifests, at least one.
+pub fn manifests(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "items": manifest(generator),
+    })
+}

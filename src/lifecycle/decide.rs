@@ -1,0 +1,356 @@
+//! `decide`: given everything one reconcile read, the writes to make, in order. The reconciler
+//! executes them front to back, each Operation status write guarded by the `resourceVersion`
+//! it read; at the first conflict it stops and reconciles again from fresh reads.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::project::{ApplyFacts, carry_transition_times, first_error, last_dismissed, project};
+use super::transitions::{self, Outcome};
+use super::{Child, claimable, parse_duration};
+use crate::crd::{
+    ApplyPhase, ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason, OperationPhase,
+    OperationStatus,
+};
+use crate::lifecycle::condition;
+
+/// Whether this replica holds the Apply's lease (SPEC.md section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// This replica holds it: it may claim and write.
+    Held,
+    /// Another replica holds it, or nobody does: write nothing.
+    NotHeld,
+}
+
+/// What the engine saw of a running operation's applied objects at this check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Not healthy yet, not failed.
+    Progressing,
+    /// Every applied object is healthy.
+    Healthy,
+    /// An applied object failed for good; the message names it and its condition.
+    Unhealthy(String),
+    /// The apply call failed; the message is the API server's.
+    DispatchFailed(String),
+}
+
+/// What one reconcile read.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The Apply.
+    pub apply: ApplyFacts<'a>,
+    /// Its existing Operations.
+    pub children: &'a [Child],
+    /// Whether this replica holds the Apply's lease.
+    pub lease: LeaseState,
+    /// This replica's identity, written into claims.
+    pub holder: &'a str,
+    /// The engine's latest check of each running operation this replica holds, by name.
+    pub health: &'a BTreeMap<String, Health>,
+    /// The Apply's status as read: used only to keep condition times and not to repeat Events,
+    /// never to decide a phase.
+    pub previous: Option<&'a ApplyStatus>,
+    /// The clock, read once by the caller.
+    pub now: Timestamp,
+}
+
+/// Why an Operation status is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    /// `Pending → Running`, a new attempt.
+    Claim,
+    /// A new holder takes over a running operation in the same attempt.
+    TakeOver,
+    /// `Running → Succeeded | Failed`.
+    Finish,
+    /// `Pending | Running → Stopped`.
+    Stop,
+    /// `Stopped → Pending`.
+    Resume,
+    /// `Failed → Pending` by a dismissal.
+    Dismiss,
+}
+
+/// One write to an Operation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OperationWrite {
+    /// Create the missing Operation for `spec.operations[index]`.
+    Create {
+        /// Index in `spec.operations`.
+        index: u32,
+        /// The step's name.
+        name: String,
+    },
+    /// Write `status` to the Operation, guarded by the `resourceVersion` read.
+    Status {
+        /// Index in `spec.operations`.
+        index: u32,
+        /// The step's name.
+        name: String,
+        /// Why.
+        kind: WriteKind,
+        /// The full new status.
+        status: OperationStatus,
+    },
+}
+
+/// Something a user cares about, recorded as an Event on the Apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// An operation was claimed for a new attempt.
+    Started { operation: String, attempt: u32 },
+    /// A new holder took over a running operation.
+    TakenOver { operation: String, attempt: u32, from: Option<String> },
+    /// An operation succeeded.
+    Succeeded { operation: String, attempt: u32 },
+    /// An operation failed.
+    Failed { operation: String, attempt: u32, reason: FailureReason, message: String },
+    /// An operation was stopped.
+    Stopped { operation: String },
+    /// A stopped operation went back to `Pending`.
+    Resumed { operation: String },
+    /// The current error was dismissed; its failed operations will run again.
+    ErrorDismissed { id: String },
+    /// `spec.dismissError` named no current error; nothing changed.
+    DismissalIgnored { id: String, why: String },
+    /// A stop request took effect.
+    StopRequested,
+    /// Nothing runs any more after a stop.
+    StopCompleted,
+    /// The Apply reached a terminal phase.
+    Settled { phase: ApplyPhase, message: String },
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Operation writes, in the order to make them.
+    pub writes: Vec<OperationWrite>,
+    /// Events to record once the writes went through.
+    pub notes: Vec<Note>,
+    /// The parent status expected after the writes; the reconciler re-projects from what the
+    /// API server returned before writing it.
+    pub status: Option<ApplyStatus>,
+    /// When to look again even if nothing changes (the nearest timeout).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Decides one reconcile. Writes nothing unless this replica holds the lease.
+pub fn decide(observed: &Observed<'_>) -> Plan {
+    if observed.lease != LeaseState::Held {
+        return Plan::default();
+    }
+    let facts = &observed.apply;
+    let spec = facts.spec;
+    let now = observed.now;
+
+    let missing: Vec<OperationWrite> = spec
+        .operations
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !observed.children.iter().any(|c| usize::try_from(c.index).is_ok_and(|i| i == *index)))
+        .map(|(index, entry)| OperationWrite::Create {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            name: entry.name.clone(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        let status = settled_status(observed, observed.children);
+        return Plan { writes: missing, status: Some(status), ..Plan::default() };
+    }
+
+    let mut working: Vec<Child> = observed.children.to_vec();
+    working.sort_by_key(|child| child.index);
+    let mut plan = Plan::default();
+
+    running_checks(observed, &mut working, &mut plan);
+    if !facts.stopping() {
+        for position in 0..working.len() {
+            if let Ok(next) = transitions::resume(&working[position].status, now) {
+                plan.notes.push(Note::Resumed { operation: working[position].name.clone() });
+                record(&mut working, &mut plan, position, WriteKind::Resume, next);
+            }
+        }
+        dismissal(observed, &mut working, &mut plan);
+    }
+    if facts.stopping() {
+        for position in 0..working.len() {
+            if working[position].status.phase == OperationPhase::Pending
+                && let Ok(next) = transitions::stop(&working[position].status, now)
+            {
+                plan.notes.push(Note::Stopped { operation: working[position].name.clone() });
+                record(&mut working, &mut plan, position, WriteKind::Stop, next);
+            }
+        }
+    }
+    if let Ok(indices) = claimable(facts, &working, observed.lease) {
+        for index in indices {
+            let Some(position) = working.iter().position(|child| child.index == index) else { continue };
+            if let Ok(next) = transitions::claim(&working[position].status, observed.holder, now) {
+                plan.notes.push(Note::Started { operation: working[position].name.clone(), attempt: next.attempt });
+                record(&mut working, &mut plan, position, WriteKind::Claim, next);
+            }
+        }
+    }
+
+    let status = settled_status(observed, &working);
+    plan.notes.extend(apply_notes(observed.previous, &status));
+    plan.status = Some(status);
+    plan
+}
+
+/// The projection of `children`, with condition times carried over from the previous status.
+fn settled_status(observed: &Observed<'_>, children: &[Child]) -> ApplyStatus {
+    let mut status = project(&observed.apply, children);
+    carry_transition_times(observed.previous, &mut status);
+    status
+}
+
+fn record(working: &mut [Child], plan: &mut Plan, position: usize, kind: WriteKind, next: OperationStatus) {
+    let child = &mut working[position];
+    child.status = next.clone();
+    plan.writes.push(OperationWrite::Status { index: child.index, name: child.name.clone(), kind, status: next });
+}
+
+/// The next check of every running operation: stop, take over, finish or time out.
+fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
+    let now = observed.now;
+    for position in 0..working.len() {
+        let child = &working[position];
+        if child.status.phase != OperationPhase::Running {
+            continue;
+        }
+        let name = child.name.clone();
+        let attempt = child.status.attempt;
+        if observed.apply.stopping() {
+            if let Ok(next) = transitions::stop(&child.status, now) {
+                plan.notes.push(Note::Stopped { operation: name });
+                record(working, plan, position, WriteKind::Stop, next);
+            }
+            continue;
+        }
+        let holder = child.status.claim.as_ref().map(|claim| claim.holder.clone());
+        if holder.as_deref() != Some(observed.holder) {
+            if let Ok(next) = transitions::take_over(&child.status, observed.holder, now) {
+                plan.notes.push(Note::TakenOver { operation: name, attempt, from: holder });
+                record(working, plan, position, WriteKind::TakeOver, next);
+            }
+            continue;
+        }
+        let outcome = match observed.health.get(&name) {
+            Some(Health::Healthy) => Some(Outcome::Succeeded),
+            Some(Health::Unhealthy(message)) => {
+                Some(Outcome::Failed { reason: FailureReason::Unhealthy, message: message.clone() })
+            }
+            Some(Health::DispatchFailed(message)) => {
+                Some(Outcome::Failed { reason: FailureReason::DispatchFailed, message: message.clone() })
+            }
+            Some(Health::Progressing) | None => match time_left(observed, child) {
+                Some(left) => {
+                    plan.requeue_after = Some(plan.requeue_after.map_or(left, |current| current.min(left)));
+                    None
+                }
+                None => Some(Outcome::Failed {
+                    reason: FailureReason::Timeout,
+                    message: format!(
+                        "objects not healthy within the timeout of {}",
+                        timeout_text(observed, child.index)
+                    ),
+                }),
+            },
+        };
+        let Some(outcome) = outcome else { continue };
+        let note = match &outcome {
+            Outcome::Succeeded => Note::Succeeded { operation: name, attempt },
+            Outcome::Failed { reason, message } => {
+                Note::Failed { operation: name, attempt, reason: *reason, message: message.clone() }
+            }
+        };
+        if let Ok(next) = transitions::finish(&working[position].status, outcome, now) {
+            plan.notes.push(note);
+            record(working, plan, position, WriteKind::Finish, next);
+        }
+    }
+}
+
+fn timeout_text<'a>(observed: &Observed<'a>, index: u32) -> &'a str {
+    usize::try_from(index)
+        .ok()
+        .and_then(|index| observed.apply.spec.operations.get(index))
+        .map_or(DEFAULT_OPERATION_TIMEOUT, |entry| entry.timeout.as_str())
+}
+
+/// Time left before the operation's timeout, `None` once it passed.
+fn time_left(observed: &Observed<'_>, child: &Child) -> Option<Duration> {
+    let timeout = parse_duration(timeout_text(observed, child.index))
+        .or_else(|_| parse_duration(DEFAULT_OPERATION_TIMEOUT))
+        .unwrap_or(Duration::from_secs(600));
+    let started = child.status.started_at.as_ref().map_or(observed.now, |t| t.0);
+    let elapsed = observed.now.duration_since(started);
+    let left = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX) - elapsed;
+    Duration::try_from(left).ok().filter(|left| !left.is_zero())
+}
+
+/// SPEC.md section 5: a dismissal by the current error's id, once nothing runs, puts every
+/// failed operation back to `Pending`.
+fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
+    let Some(id) = observed.apply.spec.dismiss_error.as_deref() else { return };
+    let roster = super::project::roster(observed.apply.spec, working);
+    let error = first_error(&roster);
+    let last = last_dismissed(&roster);
+    let running = roster.iter().any(|slot| slot.status.phase == OperationPhase::Running);
+    drop(roster);
+    match error {
+        Some(error) if error.id == id => {
+            if running {
+                return;
+            }
+            let dismissal = DismissedError { id: id.to_owned(), at: Time(observed.now) };
+            for position in 0..working.len() {
+                if let Ok(next) = transitions::dismiss(&working[position].status, &dismissal, observed.now) {
+                    record(working, plan, position, WriteKind::Dismiss, next);
+                }
+            }
+            plan.notes.push(Note::ErrorDismissed { id: id.to_owned() });
+        }
+        _ if last.as_ref().is_some_and(|last| last.id == id) => {}
+        error => {
+            let why = super::project::dismissal_rejection(observed.apply.spec, error.as_ref(), last.as_ref())
+                .unwrap_or_default();
+            let already_said = observed.previous.is_some_and(|previous| {
+                previous
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == condition::DISMISSAL_REJECTED && c.message == why)
+            });
+            if !already_said {
+                plan.notes.push(Note::DismissalIgnored { id: id.to_owned(), why });
+            }
+        }
+    }
+}
+
+/// Apply-level Events follow the projected phase, never a single operation's result.
+fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let before_stop = previous.and_then(|p| p.stop.as_ref());
+    if before_stop.is_none() && next.stop.is_some() {
+        notes.push(Note::StopRequested);
+    }
+    let completed = |stop: Option<&crate::crd::StopStatus>| stop.is_some_and(|s| s.completed_at.is_some());
+    if !completed(before_stop) && completed(next.stop.as_ref()) {
+        notes.push(Note::StopCompleted);
+    }
+    if let Some(phase) = next.phase
+        && phase.is_terminal()
+        && previous.and_then(|p| p.phase) != Some(phase)
+    {
+        notes.push(Note::Settled { phase, message: next.message.clone() });
+    }
+    notes
+}

@@ -1,0 +1,77 @@
+//! The pure core of baton: what an Apply's status is, which operations may be claimed, which
+//! transitions are allowed, and what one reconcile must write.
+//!
+//! Nothing here talks to Kubernetes, reads the clock or keeps state between calls: every input
+//! is an argument (the clock included), so every replica reaches the same answer from the same
+//! reads. The reconcilers read, call [`decide`], write what the [`Plan`] says, and then write
+//! the parent status that [`project`] derives from the children they wrote.
+
+mod decide;
+mod duration;
+mod gate;
+mod project;
+mod transitions;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod properties;
+
+pub use decide::{Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide};
+pub use duration::{DurationError, parse_duration};
+pub use gate::{GateClosed, claimable};
+pub use project::{ApplyFacts, Idempotency, carry_transition_times, error_id, project};
+pub use transitions::{Outcome, Refused, claim, dismiss, finish, resume, stop, take_over};
+
+use crate::crd::{Operation, OperationStatus};
+
+/// Condition types written on an Apply.
+pub mod condition {
+    /// The rollout finished and every operation succeeded (or the change was already done).
+    pub const READY: &str = "Ready";
+    /// The operator is working towards the desired state.
+    pub const RECONCILING: &str = "Reconciling";
+    /// Progress needs a person: the rollout failed or is paused.
+    pub const STALLED: &str = "Stalled";
+    /// The rollout goes on past a known failure.
+    pub const DEGRADED: &str = "Degraded";
+    /// `spec.dismissError` names no current error.
+    pub const DISMISSAL_REJECTED: &str = "DismissalRejected";
+}
+
+/// Reasons written by the lifecycle (operation failure reasons are [`crate::crd::FailureReason`]).
+pub mod reason {
+    /// A stop request stopped the operation.
+    pub const STOP_REQUESTED: &str = "StopRequested";
+    /// The operation was claimed and is running.
+    pub const CLAIMED: &str = "Claimed";
+    /// A replica took over an operation whose previous holder lost the lease.
+    pub const TAKEN_OVER: &str = "TakenOver";
+    /// Every applied object is healthy.
+    pub const HEALTHY: &str = "Healthy";
+    /// Another live Apply holds the same idempotency key.
+    pub const DUPLICATE_IN_FLIGHT: &str = "DuplicateInFlight";
+    /// `spec.dismissError` names an error that is not the current one.
+    pub const STALE_DISMISSAL: &str = "StaleDismissal";
+}
+
+/// What the lifecycle knows of one existing Operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Child {
+    /// The step's name (`spec.name`, not the object name).
+    pub name: String,
+    /// The step's index in the Apply's `spec.operations`.
+    pub index: u32,
+    /// The Operation's status as read.
+    pub status: OperationStatus,
+}
+
+impl From<&Operation> for Child {
+    fn from(operation: &Operation) -> Self {
+        Child {
+            name: operation.spec.name.clone(),
+            index: operation.spec.index,
+            status: operation.status.clone().unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! `project(apply, children) -> status`: the parent status as a pure function of the Apply's
+//! spec and its operations. Every timestamp comes from the children, so two replicas that read
+//! the same objects write the same status.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use super::{Child, condition, reason};
+use crate::crd::{
+    ApplyError, ApplyPhase, ApplySpec, ApplyStatus, DismissedError, FailurePolicy, OperationCounts,
+    OperationPhase, OperationStatus, StopStatus,
+};
+
+/// How many running operations `status.current` names before it summarises the rest.
+const CURRENT_NAMES_SHOWN: usize = 3;
+
+/// Where the Apply's idempotency key stands (SPEC.md section 7), as read from its key Lease.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Idempotency {
+    /// The Apply has no `idempotencyKey`.
+    #[default]
+    NotRequired,
+    /// This Apply holds the key.
+    Held,
+    /// Another live Apply holds the key: wait.
+    InFlightElsewhere {
+        /// The Apply holding it.
+        holder: String,
+    },
+    /// The key's change was already rolled out: skip.
+    AlreadyDone {
+        /// The Apply that did the work.
+        by: String,
+    },
+}
+
+/// What the projection and the decision know of the Apply itself.
+#[derive(Clone, Debug)]
+pub struct ApplyFacts<'a> {
+    /// The Apply's spec.
+    pub spec: &'a ApplySpec,
+    /// `metadata.generation`, echoed as `observedGeneration`.
+    pub generation: Option<i64>,
+    /// `metadata.creationTimestamp`: the time of conditions before any operation ran.
+    pub created_at: Option<Timestamp>,
+    /// `metadata.deletionTimestamp` is set: treated like a stop.
+    pub deleting: bool,
+    /// The idempotency key's state.
+    pub idempotency: Idempotency,
+}
+
+impl ApplyFacts<'_> {
+    /// A stop is wanted: by the user, or because the Apply is being deleted.
+    pub fn stopping(&self) -> bool {
+        self.spec.stop || self.deleting
+    }
+}
+
+/// `<operation>-<attempt>`: the id of an operation's failure, what `spec.dismissError` names.
+pub fn error_id(operation: &str, attempt: u32) -> String {
+    format!("{operation}-{attempt}")
+}
+
+/// One entry of the roster: a spec operation and its status (a fresh `Pending` one for an
+/// operation not created yet).
+pub(crate) struct Slot<'a> {
+    pub name: &'a str,
+    pub status: Cow<'a, OperationStatus>,
+}
+
+/// The spec's operations in index order, each with its child's status.
+pub(crate) fn roster<'a>(spec: &'a ApplySpec, children: &'a [Child]) -> Vec<Slot<'a>> {
+    spec.operations
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let status = children
+                .iter()
+                .find(|child| usize::try_from(child.index).is_ok_and(|i| i == index))
+                .map_or_else(|| Cow::Owned(OperationStatus::default()), |child| Cow::Borrowed(&child.status));
+            Slot { name: &entry.name, status }
+        })
+        .collect()
+}
+
+pub(crate) fn count(roster: &[Slot<'_>]) -> OperationCounts {
+    let mut counts = OperationCounts {
+        total: u32::try_from(roster.len()).unwrap_or(u32::MAX),
+        ..OperationCounts::default()
+    };
+    for slot in roster {
+        let bucket = match slot.status.phase {
+            OperationPhase::Pending => &mut counts.pending,
+            OperationPhase::Running => &mut counts.running,
+            OperationPhase::Succeeded => &mut counts.succeeded,
+            OperationPhase::Failed => &mut counts.failed,
+            OperationPhase::Stopped => &mut counts.stopped,
+        };
+        *bucket += 1;
+    }
+    counts
+}
+
+/// The current error: the failed operation with the lowest index.
+pub(crate) fn first_error(roster: &[Slot<'_>]) -> Option<ApplyError> {
+    roster.iter().find(|slot| slot.status.phase == OperationPhase::Failed).map(|slot| ApplyError {
+        id: error_id(slot.name, slot.status.attempt),
+        operation: slot.name.to_owned(),
+        reason: slot.status.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
+        message: one_line(slot.status.message.as_deref().unwrap_or("no message recorded")),
+        at: slot.status.completed_at.clone(),
+    })
+}
+
+/// The most recent dismissal recorded on any child.
+pub(crate) fn last_dismissed(roster: &[Slot<'_>]) -> Option<DismissedError> {
+    roster
+        .iter()
+        .filter_map(|slot| slot.status.dismissed.clone())
+        .max_by(|a, b| (a.at.0, &a.id).cmp(&(b.at.0, &b.id)))
+}
+
+/// Projects the Apply's status from its spec and children. Pure and deterministic.
+pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
+    let spec = facts.spec;
+    let roster = roster(spec, children);
+    let counts = count(&roster);
+    let error = first_error(&roster);
+    let last_dismissed_error = last_dismissed(&roster);
+    let started = roster.iter().any(|slot| slot.status.attempt > 0);
+    let active = counts.running + counts.pending;
+
+    let phase = if !started && !facts.stopping() && matches!(facts.idempotency, Idempotency::AlreadyDone { .. }) {
+        ApplyPhase::Skipped
+    } else if counts.succeeded == counts.total {
+        ApplyPhase::Succeeded
+    } else if facts.stopping() {
+        match (active, counts.failed) {
+            (0, 0) => ApplyPhase::Stopped,
+            (0, _) => ApplyPhase::Failed,
+            _ if started => ApplyPhase::Running,
+            _ => ApplyPhase::Pending,
+        }
+    } else if error.is_some() {
+        match (spec.on_failure.effective(), counts.running) {
+            (FailurePolicy::Continue, _) if active + counts.stopped > 0 => ApplyPhase::Running,
+            (FailurePolicy::Pause, 0) => ApplyPhase::Paused,
+            (_, 0) => ApplyPhase::Failed,
+            _ => ApplyPhase::Running,
+        }
+    } else if started {
+        ApplyPhase::Running
+    } else {
+        ApplyPhase::Pending
+    };
+
+    let stop = spec.stop.then(|| StopStatus {
+        requested_at: roster.iter().filter_map(|slot| slot.status.stopped_at.clone()).min_by_key(|t| t.0),
+        completed_at: (active == 0).then(|| latest_end(&roster).or(facts.created_at).map(Time)).flatten(),
+    });
+    let completed_at = phase
+        .is_terminal()
+        .then(|| match phase {
+            ApplyPhase::Skipped => facts.created_at,
+            _ => latest_end(&roster).or(facts.created_at),
+        })
+        .flatten()
+        .map(Time);
+    let current = current_names(&roster);
+    let message = message(facts, phase, &counts, error.as_ref(), &current);
+    let as_of = Time(latest_change(&roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
+    let conditions = conditions(facts, phase, &message, error.as_ref(), last_dismissed_error.as_ref(), as_of);
+
+    ApplyStatus {
+        phase: Some(phase),
+        message,
+        progress: format!("{}/{}", counts.succeeded, counts.total),
+        current,
+        operations: counts,
+        error,
+        stop,
+        last_dismissed_error,
+        started_at: roster.iter().filter_map(|slot| slot.status.first_started_at.clone()).min_by_key(|t| t.0),
+        completed_at,
+        observed_generation: facts.generation,
+        conditions,
+    }
+}
+
+/// Keeps a condition's `lastTransitionTime` from the previous status when its status did not
+/// change, so an unchanged projection writes nothing.
+pub fn carry_transition_times(previous: Option<&ApplyStatus>, next: &mut ApplyStatus) {
+    let Some(previous) = previous else { return };
+    for condition in &mut next.conditions {
+        if let Some(before) = previous
+            .conditions
+            .iter()
+            .find(|before| before.type_ == condition.type_ && before.status == condition.status)
+        {
+            condition.last_transition_time = before.last_transition_time.clone();
+        }
+    }
+}
+
+fn latest_end(roster: &[Slot<'_>]) -> Option<Timestamp> {
+    roster
+        .iter()
+        .flat_map(|slot| [&slot.status.completed_at, &slot.status.stopped_at])
+        .filter_map(|time| time.as_ref().map(|t| t.0))
+        .max()
+}
+
+fn latest_change(roster: &[Slot<'_>]) -> Option<Timestamp> {
+    roster
+        .iter()
+        .flat_map(|slot| {
+            let status = &slot.status;
+            [
+                status.claim.as_ref().map(|claim| claim.at.0),
+                status.started_at.as_ref().map(|t| t.0),
+                status.completed_at.as_ref().map(|t| t.0),
+                status.stopped_at.as_ref().map(|t| t.0),
+                status.dismissed.as_ref().map(|d| d.at.0),
+            ]
+        })
+        .flatten()
+        .max()
+}
+
+fn current_names(roster: &[Slot<'_>]) -> String {
+    let running: Vec<&str> =
+        roster.iter().filter(|slot| slot.status.phase == OperationPhase::Running).map(|slot| slot.name).collect();
+    let mut shown = running.iter().take(CURRENT_NAMES_SHOWN).copied().collect::<Vec<_>>().join(",");
+    if running.len() > CURRENT_NAMES_SHOWN {
+        shown.push_str(&format!(" +{}", running.len() - CURRENT_NAMES_SHOWN));
+    }
+    shown
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn describe(error: &ApplyError) -> String {
+    format!("operation `{}` failed ({}): {}", error.operation, error.reason, error.message)
+}
+
+fn message(
+    facts: &ApplyFacts<'_>,
+    phase: ApplyPhase,
+    counts: &OperationCounts,
+    error: Option<&ApplyError>,
+    current: &str,
+) -> String {
+    let done = format!("{}/{} succeeded", counts.succeeded, counts.total);
+    match (phase, error) {
+        (ApplyPhase::Skipped, _) => match &facts.idempotency {
+            Idempotency::AlreadyDone { by } => {
+                format!("skipped: Apply `{by}` already rolled out this change (same idempotency key)")
+            }
+            _ => "skipped".to_owned(),
+        },
+        (ApplyPhase::Pending, _) => match &facts.idempotency {
+            Idempotency::InFlightElsewhere { holder } => format!(
+                "waiting: Apply `{holder}` is rolling out the same idempotency key"
+            ),
+            _ if facts.stopping() => "stopping before any operation started".to_owned(),
+            _ => format!("waiting to start {} operations", counts.total),
+        },
+        (ApplyPhase::Succeeded, _) => format!("all {} operations succeeded", counts.total),
+        (ApplyPhase::Failed, Some(error)) => format!(
+            "{}; retry it with spec.dismissError: {}",
+            describe(error),
+            error.id
+        ),
+        (ApplyPhase::Paused, Some(error)) => format!(
+            "paused: {}; retry it with spec.dismissError: {}, or stop with spec.stop: true",
+            describe(error),
+            error.id
+        ),
+        (ApplyPhase::Stopped, _) => format!(
+            "stopped: {done}, {} stopped; set spec.stop: false to resume",
+            counts.stopped
+        ),
+        (ApplyPhase::Running, _) if facts.stopping() => format!(
+            "stopping: waiting for {} running operation(s) ({current}) to stop; {done}",
+            counts.running
+        ),
+        (ApplyPhase::Running, Some(error)) => match facts.spec.on_failure.effective() {
+            FailurePolicy::Continue => format!("{done}, running {current}; continuing past: {}", describe(error)),
+            _ => format!(
+                "{}; waiting for {} running operation(s) ({current}) before stopping the rollout",
+                describe(error),
+                counts.running
+            ),
+        },
+        (ApplyPhase::Running, None) if current.is_empty() => format!("{done}; claiming the next operation"),
+        (ApplyPhase::Running, None) => format!("{done}, running {current}"),
+        (ApplyPhase::Failed | ApplyPhase::Paused, None) => format!("{done}"),
+    }
+}
+
+fn conditions(
+    facts: &ApplyFacts<'_>,
+    phase: ApplyPhase,
+    message: &str,
+    error: Option<&ApplyError>,
+    last_dismissed: Option<&DismissedError>,
+    as_of: Time,
+) -> Vec<Condition> {
+    let make = |type_: &str, status: bool, reason: &str, message: &str| Condition {
+        type_: type_.to_owned(),
+        status: if status { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: as_of.clone(),
+        observed_generation: facts.generation,
+    };
+    let reconciling_reason = match (&facts.idempotency, facts.stopping()) {
+        (_, true) => "Stopping",
+        (Idempotency::InFlightElsewhere { .. }, _) if phase == ApplyPhase::Pending => reason::DUPLICATE_IN_FLIGHT,
+        _ => "Progressing",
+    };
+    let stalled_reason = error.map_or(phase.as_str(), |error| error.reason.as_str());
+    let degraded = error.is_some() && !phase.is_terminal();
+    let mut conditions = vec![
+        make(
+            condition::READY,
+            matches!(phase, ApplyPhase::Succeeded | ApplyPhase::Skipped),
+            phase.as_str(),
+            message,
+        ),
+        make(
+            condition::RECONCILING,
+            matches!(phase, ApplyPhase::Pending | ApplyPhase::Running),
+            if matches!(phase, ApplyPhase::Pending | ApplyPhase::Running) { reconciling_reason } else { phase.as_str() },
+            message,
+        ),
+        make(
+            condition::STALLED,
+            matches!(phase, ApplyPhase::Failed | ApplyPhase::Paused),
+            if matches!(phase, ApplyPhase::Failed | ApplyPhase::Paused) { stalled_reason } else { phase.as_str() },
+            message,
+        ),
+        make(
+            condition::DEGRADED,
+            degraded,
+            if degraded { "OperationFailed" } else { phase.as_str() },
+            &error.filter(|_| degraded).map(describe).unwrap_or_default(),
+        ),
+    ];
+    if let Some(rejection) = dismissal_rejection(facts.spec, error, last_dismissed) {
+        conditions.push(make(condition::DISMISSAL_REJECTED, true, reason::STALE_DISMISSAL, &rejection));
+    }
+    conditions
+}
+
+/// Why `spec.dismissError` dismisses nothing, when it names neither the current error nor the
+/// one already dismissed.
+pub(crate) fn dismissal_rejection(
+    spec: &ApplySpec,
+    error: Option<&ApplyError>,
+    last_dismissed: Option<&DismissedError>,
+) -> Option<String> {
+    let id = spec.dismiss_error.as_deref()?;
+    if error.is_some_and(|error| error.id == id) || last_dismissed.is_some_and(|last| last.id == id) {
+        return None;
+    }
+    Some(match error {
+        Some(error) => format!("spec.dismissError `{id}` is not the current error: dismiss `{}` instead", error.id),
+        None => format!("spec.dismissError `{id}` names no error: there is nothing to dismiss"),
+    })
+}
