@@ -16,6 +16,8 @@ mod transitions;
 mod fixtures;
 #[cfg(test)]
 mod properties;
+#[cfg(test)]
+mod spec_rules;
 
 pub use decide::{Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide};
 pub use duration::{DurationError, parse_duration};
