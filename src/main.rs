@@ -7,7 +7,11 @@ use baton::{Error, Result, crd};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Rollouts through an ordered list of targets")]
+#[command(
+    name = "baton",
+    version,
+    about = "Rollouts through an ordered list of targets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,11 +61,17 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<()> {
         }
         None => {
             let mut stdout = std::io::stdout().lock();
-            let stream = crds.iter().map(|(_, yaml)| yaml.as_str()).collect::<Vec<_>>().join("---\n");
-            stdout.write_all(stream.as_bytes()).map_err(|source| Error::Io {
-                path: "standard output".into(),
-                source,
-            })?;
+            let stream = crds
+                .iter()
+                .map(|(_, yaml)| yaml.as_str())
+                .collect::<Vec<_>>()
+                .join("---\n");
+            stdout
+                .write_all(stream.as_bytes())
+                .map_err(|source| Error::Io {
+                    path: "standard output".into(),
+                    source,
+                })?;
         }
     }
     Ok(())

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{DismissedError, Target, schema};
 
 /// A copy of one `spec.operations` entry plus its index; immutable.
+// kube's `printcolumn(...)` repeats keys such as `type_` by design.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "baton.dev",
@@ -22,9 +24,17 @@ use super::{DismissedError, Target, schema};
     doc = "One step of an Apply: its manifests applied to one target. Written only by the operator.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.attempt"),
-    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.namespace"),
+    printcolumn(
+        name = "Target",
+        type_ = "string",
+        json_path = ".spec.target.namespace"
+    ),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{

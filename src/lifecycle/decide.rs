@@ -12,8 +12,8 @@ use super::project::{ApplyFacts, carry_transition_times, first_error, last_dismi
 use super::transitions::{self, Outcome};
 use super::{Child, claimable, parse_duration};
 use crate::crd::{
-    ApplyPhase, ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason, OperationPhase,
-    OperationStatus,
+    ApplyPhase, ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason,
+    OperationPhase, OperationStatus,
 };
 use crate::lifecycle::condition;
 
@@ -95,7 +95,7 @@ pub enum OperationWrite {
         /// Why.
         kind: WriteKind,
         /// The full new status.
-        status: OperationStatus,
+        status: Box<OperationStatus>,
     },
 }
 
@@ -105,11 +105,20 @@ pub enum Note {
     /// An operation was claimed for a new attempt.
     Started { operation: String, attempt: u32 },
     /// A new holder took over a running operation.
-    TakenOver { operation: String, attempt: u32, from: Option<String> },
+    TakenOver {
+        operation: String,
+        attempt: u32,
+        from: Option<String>,
+    },
     /// An operation succeeded.
     Succeeded { operation: String, attempt: u32 },
     /// An operation failed.
-    Failed { operation: String, attempt: u32, reason: FailureReason, message: String },
+    Failed {
+        operation: String,
+        attempt: u32,
+        reason: FailureReason,
+        message: String,
+    },
     /// An operation was stopped.
     Stopped { operation: String },
     /// A stopped operation went back to `Pending`.
@@ -153,7 +162,12 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         .operations
         .iter()
         .enumerate()
-        .filter(|(index, _)| !observed.children.iter().any(|c| usize::try_from(c.index).is_ok_and(|i| i == *index)))
+        .filter(|(index, _)| {
+            !observed
+                .children
+                .iter()
+                .any(|c| usize::try_from(c.index).is_ok_and(|i| i == *index))
+        })
         .map(|(index, entry)| OperationWrite::Create {
             index: u32::try_from(index).unwrap_or(u32::MAX),
             name: entry.name.clone(),
@@ -161,7 +175,11 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         .collect();
     if !missing.is_empty() {
         let status = settled_status(observed, observed.children);
-        return Plan { writes: missing, status: Some(status), ..Plan::default() };
+        return Plan {
+            writes: missing,
+            status: Some(status),
+            ..Plan::default()
+        };
     }
 
     let mut working: Vec<Child> = observed.children.to_vec();
@@ -172,7 +190,9 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
     if !facts.stopping() {
         for position in 0..working.len() {
             if let Ok(next) = transitions::resume(&working[position].status, now) {
-                plan.notes.push(Note::Resumed { operation: working[position].name.clone() });
+                plan.notes.push(Note::Resumed {
+                    operation: working[position].name.clone(),
+                });
                 record(&mut working, &mut plan, position, WriteKind::Resume, next);
             }
         }
@@ -183,16 +203,23 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             if working[position].status.phase == OperationPhase::Pending
                 && let Ok(next) = transitions::stop(&working[position].status, now)
             {
-                plan.notes.push(Note::Stopped { operation: working[position].name.clone() });
+                plan.notes.push(Note::Stopped {
+                    operation: working[position].name.clone(),
+                });
                 record(&mut working, &mut plan, position, WriteKind::Stop, next);
             }
         }
     }
     if let Ok(indices) = claimable(facts, &working, observed.lease) {
         for index in indices {
-            let Some(position) = working.iter().position(|child| child.index == index) else { continue };
+            let Some(position) = working.iter().position(|child| child.index == index) else {
+                continue;
+            };
             if let Ok(next) = transitions::claim(&working[position].status, observed.holder, now) {
-                plan.notes.push(Note::Started { operation: working[position].name.clone(), attempt: next.attempt });
+                plan.notes.push(Note::Started {
+                    operation: working[position].name.clone(),
+                    attempt: next.attempt,
+                });
                 record(&mut working, &mut plan, position, WriteKind::Claim, next);
             }
         }
@@ -211,10 +238,21 @@ fn settled_status(observed: &Observed<'_>, children: &[Child]) -> ApplyStatus {
     status
 }
 
-fn record(working: &mut [Child], plan: &mut Plan, position: usize, kind: WriteKind, next: OperationStatus) {
+fn record(
+    working: &mut [Child],
+    plan: &mut Plan,
+    position: usize,
+    kind: WriteKind,
+    next: OperationStatus,
+) {
     let child = &mut working[position];
     child.status = next.clone();
-    plan.writes.push(OperationWrite::Status { index: child.index, name: child.name.clone(), kind, status: next });
+    plan.writes.push(OperationWrite::Status {
+        index: child.index,
+        name: child.name.clone(),
+        kind,
+        status: Box::new(next),
+    });
 }
 
 /// The next check of every running operation: stop, take over, finish or time out.
@@ -234,25 +272,36 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
             }
             continue;
         }
-        let holder = child.status.claim.as_ref().map(|claim| claim.holder.clone());
+        let holder = child
+            .status
+            .claim
+            .as_ref()
+            .map(|claim| claim.holder.clone());
         if holder.as_deref() != Some(observed.holder) {
             if let Ok(next) = transitions::take_over(&child.status, observed.holder, now) {
-                plan.notes.push(Note::TakenOver { operation: name, attempt, from: holder });
+                plan.notes.push(Note::TakenOver {
+                    operation: name,
+                    attempt,
+                    from: holder,
+                });
                 record(working, plan, position, WriteKind::TakeOver, next);
             }
             continue;
         }
         let outcome = match observed.health.get(&name) {
             Some(Health::Healthy) => Some(Outcome::Succeeded),
-            Some(Health::Unhealthy(message)) => {
-                Some(Outcome::Failed { reason: FailureReason::Unhealthy, message: message.clone() })
-            }
-            Some(Health::DispatchFailed(message)) => {
-                Some(Outcome::Failed { reason: FailureReason::DispatchFailed, message: message.clone() })
-            }
+            Some(Health::Unhealthy(message)) => Some(Outcome::Failed {
+                reason: FailureReason::Unhealthy,
+                message: message.clone(),
+            }),
+            Some(Health::DispatchFailed(message)) => Some(Outcome::Failed {
+                reason: FailureReason::DispatchFailed,
+                message: message.clone(),
+            }),
             Some(Health::Progressing) | None => match time_left(observed, child) {
                 Some(left) => {
-                    plan.requeue_after = Some(plan.requeue_after.map_or(left, |current| current.min(left)));
+                    plan.requeue_after =
+                        Some(plan.requeue_after.map_or(left, |current| current.min(left)));
                     None
                 }
                 None => Some(Outcome::Failed {
@@ -266,10 +315,16 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
         };
         let Some(outcome) = outcome else { continue };
         let note = match &outcome {
-            Outcome::Succeeded => Note::Succeeded { operation: name, attempt },
-            Outcome::Failed { reason, message } => {
-                Note::Failed { operation: name, attempt, reason: *reason, message: message.clone() }
-            }
+            Outcome::Succeeded => Note::Succeeded {
+                operation: name,
+                attempt,
+            },
+            Outcome::Failed { reason, message } => Note::Failed {
+                operation: name,
+                attempt,
+                reason: *reason,
+                message: message.clone(),
+            },
         };
         if let Ok(next) = transitions::finish(&working[position].status, outcome, now) {
             plan.notes.push(note);
@@ -290,7 +345,11 @@ fn time_left(observed: &Observed<'_>, child: &Child) -> Option<Duration> {
     let timeout = parse_duration(timeout_text(observed, child.index))
         .or_else(|_| parse_duration(DEFAULT_OPERATION_TIMEOUT))
         .unwrap_or(Duration::from_secs(600));
-    let started = child.status.started_at.as_ref().map_or(observed.now, |t| t.0);
+    let started = child
+        .status
+        .started_at
+        .as_ref()
+        .map_or(observed.now, |t| t.0);
     let elapsed = observed.now.duration_since(started);
     let left = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX) - elapsed;
     Duration::try_from(left).ok().filter(|left| !left.is_zero())
@@ -299,20 +358,29 @@ fn time_left(observed: &Observed<'_>, child: &Child) -> Option<Duration> {
 /// SPEC.md section 5: a dismissal by the current error's id, once nothing runs, puts every
 /// failed operation back to `Pending`.
 fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
-    let Some(id) = observed.apply.spec.dismiss_error.as_deref() else { return };
+    let Some(id) = observed.apply.spec.dismiss_error.as_deref() else {
+        return;
+    };
     let roster = super::project::roster(observed.apply.spec, working);
     let error = first_error(&roster);
     let last = last_dismissed(&roster);
-    let running = roster.iter().any(|slot| slot.status.phase == OperationPhase::Running);
+    let running = roster
+        .iter()
+        .any(|slot| slot.status.phase == OperationPhase::Running);
     drop(roster);
     match error {
         Some(error) if error.id == id => {
             if running {
                 return;
             }
-            let dismissal = DismissedError { id: id.to_owned(), at: Time(observed.now) };
+            let dismissal = DismissedError {
+                id: id.to_owned(),
+                at: Time(observed.now),
+            };
             for position in 0..working.len() {
-                if let Ok(next) = transitions::dismiss(&working[position].status, &dismissal, observed.now) {
+                if let Ok(next) =
+                    transitions::dismiss(&working[position].status, &dismissal, observed.now)
+                {
                     record(working, plan, position, WriteKind::Dismiss, next);
                 }
             }
@@ -320,8 +388,12 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
         }
         _ if last.as_ref().is_some_and(|last| last.id == id) => {}
         error => {
-            let why = super::project::dismissal_rejection(observed.apply.spec, error.as_ref(), last.as_ref())
-                .unwrap_or_default();
+            let why = super::project::dismissal_rejection(
+                observed.apply.spec,
+                error.as_ref(),
+                last.as_ref(),
+            )
+            .unwrap_or_default();
             let already_said = observed.previous.is_some_and(|previous| {
                 previous
                     .conditions
@@ -329,7 +401,10 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
                     .any(|c| c.type_ == condition::DISMISSAL_REJECTED && c.message == why)
             });
             if !already_said {
-                plan.notes.push(Note::DismissalIgnored { id: id.to_owned(), why });
+                plan.notes.push(Note::DismissalIgnored {
+                    id: id.to_owned(),
+                    why,
+                });
             }
         }
     }
@@ -342,7 +417,8 @@ fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> 
     if before_stop.is_none() && next.stop.is_some() {
         notes.push(Note::StopRequested);
     }
-    let completed = |stop: Option<&crate::crd::StopStatus>| stop.is_some_and(|s| s.completed_at.is_some());
+    let completed =
+        |stop: Option<&crate::crd::StopStatus>| stop.is_some_and(|s| s.completed_at.is_some());
     if !completed(before_stop) && completed(next.stop.as_ref()) {
         notes.push(Note::StopCompleted);
     }
@@ -350,7 +426,10 @@ fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> 
         && phase.is_terminal()
         && previous.and_then(|p| p.phase) != Some(phase)
     {
-        notes.push(Note::Settled { phase, message: next.message.clone() });
+        notes.push(Note::Settled {
+            phase,
+            message: next.message.clone(),
+        });
     }
     notes
 }

@@ -1,8 +1,8 @@
 //! The claim gate (SPEC.md section 2): which operations may go `Pending → Running` now.
 
+use super::Child;
 use super::decide::LeaseState;
 use super::project::{ApplyFacts, Idempotency, first_error, roster};
-use super::Child;
 use crate::crd::{FailurePolicy, OperationPhase};
 
 /// Why no operation may be claimed now.
@@ -39,7 +39,11 @@ pub enum GateClosed {
 ///
 /// The window moves in order: an operation is claimable only when every lower index has left
 /// `Pending` (or is claimed in the same pass), and at most `maxConcurrent` run at once.
-pub fn claimable(facts: &ApplyFacts<'_>, children: &[Child], lease: LeaseState) -> Result<Vec<u32>, GateClosed> {
+pub fn claimable(
+    facts: &ApplyFacts<'_>,
+    children: &[Child],
+    lease: LeaseState,
+) -> Result<Vec<u32>, GateClosed> {
     if lease != LeaseState::Held {
         return Err(GateClosed::LeaseNotHeld);
     }
@@ -50,10 +54,16 @@ pub fn claimable(facts: &ApplyFacts<'_>, children: &[Child], lease: LeaseState) 
         return Err(GateClosed::StopRequested);
     }
     let roster = roster(facts.spec, children);
-    if roster.iter().any(|slot| slot.status.phase == OperationPhase::Stopped) {
+    if roster
+        .iter()
+        .any(|slot| slot.status.phase == OperationPhase::Stopped)
+    {
         return Err(GateClosed::StopInProgress);
     }
-    if !matches!(facts.idempotency, Idempotency::NotRequired | Idempotency::Held) {
+    if !matches!(
+        facts.idempotency,
+        Idempotency::NotRequired | Idempotency::Held
+    ) {
         return Err(GateClosed::IdempotencyKeyNotHeld);
     }
     if facts.spec.on_failure.effective() != FailurePolicy::Continue
@@ -61,9 +71,13 @@ pub fn claimable(facts: &ApplyFacts<'_>, children: &[Child], lease: LeaseState) 
     {
         return Err(GateClosed::FailurePolicy(error.id));
     }
-    let mut running =
-        u32::try_from(roster.iter().filter(|slot| slot.status.phase == OperationPhase::Running).count())
-            .unwrap_or(u32::MAX);
+    let mut running = u32::try_from(
+        roster
+            .iter()
+            .filter(|slot| slot.status.phase == OperationPhase::Running)
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
     let max = facts.spec.max_concurrent.max(1);
     let mut claims = Vec::new();
     for (index, slot) in roster.iter().enumerate() {
@@ -78,7 +92,11 @@ pub fn claimable(facts: &ApplyFacts<'_>, children: &[Child], lease: LeaseState) 
     }
     match claims.is_empty() {
         false => Ok(claims),
-        true if running >= max && roster.iter().any(|slot| slot.status.phase == OperationPhase::Pending) => {
+        true if running >= max
+            && roster
+                .iter()
+                .any(|slot| slot.status.phase == OperationPhase::Pending) =>
+        {
             Err(GateClosed::WindowFull(running))
         }
         true => Err(GateClosed::NothingPending),
@@ -88,9 +106,15 @@ pub fn claimable(facts: &ApplyFacts<'_>, children: &[Child], lease: LeaseState) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::fixtures::{children, facts, failed, pending, running, spec, stopped, succeeded};
+    use crate::lifecycle::fixtures::{
+        children, facts, failed, pending, running, spec, stopped, succeeded,
+    };
 
-    fn gate(policy: FailurePolicy, max: u32, statuses: Vec<crate::crd::OperationStatus>) -> Result<Vec<u32>, GateClosed> {
+    fn gate(
+        policy: FailurePolicy,
+        max: u32,
+        statuses: Vec<crate::crd::OperationStatus>,
+    ) -> Result<Vec<u32>, GateClosed> {
         let spec = spec(statuses.len(), policy, max);
         claimable(&facts(&spec), &children(statuses), LeaseState::Held)
     }
@@ -98,7 +122,11 @@ mod tests {
     #[test]
     fn claim_gate_closed_without_the_lease() {
         let spec = spec(2, FailurePolicy::Halt, 1);
-        let verdict = claimable(&facts(&spec), &children(vec![pending(0), pending(0)]), LeaseState::NotHeld);
+        let verdict = claimable(
+            &facts(&spec),
+            &children(vec![pending(0), pending(0)]),
+            LeaseState::NotHeld,
+        );
         assert_eq!(verdict, Err(GateClosed::LeaseNotHeld));
     }
 
@@ -106,27 +134,47 @@ mod tests {
     fn claim_gate_closed_while_stop_pending() {
         let mut spec = spec(2, FailurePolicy::Continue, 2);
         spec.stop = true;
-        let verdict = claimable(&facts(&spec), &children(vec![pending(0), pending(0)]), LeaseState::Held);
+        let verdict = claimable(
+            &facts(&spec),
+            &children(vec![pending(0), pending(0)]),
+            LeaseState::Held,
+        );
         assert_eq!(verdict, Err(GateClosed::StopRequested));
     }
 
     #[test]
     fn claim_gate_closed_while_stopped_operations_await_resume() {
-        assert_eq!(gate(FailurePolicy::Halt, 2, vec![stopped(1), pending(0)]), Err(GateClosed::StopInProgress));
+        assert_eq!(
+            gate(FailurePolicy::Halt, 2, vec![stopped(1), pending(0)]),
+            Err(GateClosed::StopInProgress)
+        );
     }
 
     #[test]
     fn claim_gate_closed_while_apply_is_deleted() {
         let spec = spec(1, FailurePolicy::Halt, 1);
-        let deleting = ApplyFacts { deleting: true, ..facts(&spec) };
-        assert_eq!(claimable(&deleting, &children(vec![pending(0)]), LeaseState::Held), Err(GateClosed::Deleting));
+        let deleting = ApplyFacts {
+            deleting: true,
+            ..facts(&spec)
+        };
+        assert_eq!(
+            claimable(&deleting, &children(vec![pending(0)]), LeaseState::Held),
+            Err(GateClosed::Deleting)
+        );
     }
 
     #[test]
     fn window_moves_in_index_order_up_to_max_concurrent() {
-        assert_eq!(gate(FailurePolicy::Halt, 2, vec![pending(0); 5]), Ok(vec![0, 1]));
         assert_eq!(
-            gate(FailurePolicy::Halt, 2, vec![succeeded(1), running("r", 1), pending(0), pending(0)]),
+            gate(FailurePolicy::Halt, 2, vec![pending(0); 5]),
+            Ok(vec![0, 1])
+        );
+        assert_eq!(
+            gate(
+                FailurePolicy::Halt,
+                2,
+                vec![succeeded(1), running("r", 1), pending(0), pending(0)]
+            ),
             Ok(vec![2])
         );
         assert_eq!(
@@ -137,7 +185,11 @@ mod tests {
 
     #[test]
     fn halt_and_pause_block_claims_after_an_undismissed_failure() {
-        for policy in [FailurePolicy::Halt, FailurePolicy::Pause, FailurePolicy::Unknown] {
+        for policy in [
+            FailurePolicy::Halt,
+            FailurePolicy::Pause,
+            FailurePolicy::Unknown,
+        ] {
             assert_eq!(
                 gate(policy, 1, vec![succeeded(1), failed(1), pending(0)]),
                 Err(GateClosed::FailurePolicy("b-1".into())),
@@ -148,27 +200,49 @@ mod tests {
 
     #[test]
     fn continue_failure_never_blocks_a_sibling() {
-        assert_eq!(gate(FailurePolicy::Continue, 1, vec![succeeded(1), failed(1), pending(0)]), Ok(vec![2]));
+        assert_eq!(
+            gate(
+                FailurePolicy::Continue,
+                1,
+                vec![succeeded(1), failed(1), pending(0)]
+            ),
+            Ok(vec![2])
+        );
     }
 
     #[test]
     fn claim_gate_waits_for_the_idempotency_key() {
         let spec = spec(1, FailurePolicy::Halt, 1);
         let waiting = ApplyFacts {
-            idempotency: Idempotency::InFlightElsewhere { holder: "other".into() },
+            idempotency: Idempotency::InFlightElsewhere {
+                holder: "other".into(),
+            },
             ..facts(&spec)
         };
         assert_eq!(
             claimable(&waiting, &children(vec![pending(0)]), LeaseState::Held),
             Err(GateClosed::IdempotencyKeyNotHeld)
         );
-        let held = ApplyFacts { idempotency: Idempotency::Held, ..facts(&spec) };
-        assert_eq!(claimable(&held, &children(vec![pending(0)]), LeaseState::Held), Ok(vec![0]));
+        let held = ApplyFacts {
+            idempotency: Idempotency::Held,
+            ..facts(&spec)
+        };
+        assert_eq!(
+            claimable(&held, &children(vec![pending(0)]), LeaseState::Held),
+            Ok(vec![0])
+        );
     }
 
     #[test]
     fn operations_not_created_yet_count_as_pending() {
         let spec = spec(3, FailurePolicy::Halt, 3);
-        assert_eq!(claimable(&facts(&spec), &children(vec![succeeded(1)]), LeaseState::Held), Ok(vec![1, 2]));
+        assert_eq!(
+            claimable(
+                &facts(&spec),
+                &children(vec![succeeded(1)]),
+                LeaseState::Held
+            ),
+            Ok(vec![1, 2])
+        );
     }
 }

@@ -79,8 +79,14 @@ pub(crate) fn roster<'a>(spec: &'a ApplySpec, children: &'a [Child]) -> Vec<Slot
             let status = children
                 .iter()
                 .find(|child| usize::try_from(child.index).is_ok_and(|i| i == index))
-                .map_or_else(|| Cow::Owned(OperationStatus::default()), |child| Cow::Borrowed(&child.status));
-            Slot { name: &entry.name, status }
+                .map_or_else(
+                    || Cow::Owned(OperationStatus::default()),
+                    |child| Cow::Borrowed(&child.status),
+                );
+            Slot {
+                name: &entry.name,
+                status,
+            }
         })
         .collect()
 }
@@ -105,13 +111,25 @@ pub(crate) fn count(roster: &[Slot<'_>]) -> OperationCounts {
 
 /// The current error: the failed operation with the lowest index.
 pub(crate) fn first_error(roster: &[Slot<'_>]) -> Option<ApplyError> {
-    roster.iter().find(|slot| slot.status.phase == OperationPhase::Failed).map(|slot| ApplyError {
-        id: error_id(slot.name, slot.status.attempt),
-        operation: slot.name.to_owned(),
-        reason: slot.status.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
-        message: one_line(slot.status.message.as_deref().unwrap_or("no message recorded")),
-        at: slot.status.completed_at.clone(),
-    })
+    roster
+        .iter()
+        .find(|slot| slot.status.phase == OperationPhase::Failed)
+        .map(|slot| ApplyError {
+            id: error_id(slot.name, slot.status.attempt),
+            operation: slot.name.to_owned(),
+            reason: slot
+                .status
+                .reason
+                .clone()
+                .unwrap_or_else(|| "Failed".to_owned()),
+            message: one_line(
+                slot.status
+                    .message
+                    .as_deref()
+                    .unwrap_or("no message recorded"),
+            ),
+            at: slot.status.completed_at.clone(),
+        })
 }
 
 /// The most recent dismissal recorded on any child.
@@ -132,7 +150,10 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
     let started = roster.iter().any(|slot| slot.status.attempt > 0);
     let active = counts.running + counts.pending;
 
-    let phase = if !started && !facts.stopping() && matches!(facts.idempotency, Idempotency::AlreadyDone { .. }) {
+    let phase = if !started
+        && !facts.stopping()
+        && matches!(facts.idempotency, Idempotency::AlreadyDone { .. })
+    {
         ApplyPhase::Skipped
     } else if counts.succeeded == counts.total {
         ApplyPhase::Succeeded
@@ -157,8 +178,13 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
     };
 
     let stop = spec.stop.then(|| StopStatus {
-        requested_at: roster.iter().filter_map(|slot| slot.status.stopped_at.clone()).min_by_key(|t| t.0),
-        completed_at: (active == 0).then(|| latest_end(&roster).or(facts.created_at).map(Time)).flatten(),
+        requested_at: roster
+            .iter()
+            .filter_map(|slot| slot.status.stopped_at.clone())
+            .min_by_key(|t| t.0),
+        completed_at: (active == 0)
+            .then(|| latest_end(&roster).or(facts.created_at).map(Time))
+            .flatten(),
     });
     let completed_at = phase
         .is_terminal()
@@ -170,8 +196,19 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
         .map(Time);
     let current = current_names(&roster);
     let message = message(facts, phase, &counts, error.as_ref(), &current);
-    let as_of = Time(latest_change(&roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
-    let conditions = conditions(facts, phase, &message, error.as_ref(), last_dismissed_error.as_ref(), as_of);
+    let as_of = Time(
+        latest_change(&roster)
+            .or(facts.created_at)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    );
+    let conditions = conditions(
+        facts,
+        phase,
+        &message,
+        error.as_ref(),
+        last_dismissed_error.as_ref(),
+        as_of,
+    );
 
     ApplyStatus {
         phase: Some(phase),
@@ -182,7 +219,10 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
         error,
         stop,
         last_dismissed_error,
-        started_at: roster.iter().filter_map(|slot| slot.status.first_started_at.clone()).min_by_key(|t| t.0),
+        started_at: roster
+            .iter()
+            .filter_map(|slot| slot.status.first_started_at.clone())
+            .min_by_key(|t| t.0),
         completed_at,
         observed_generation: facts.generation,
         conditions,
@@ -230,9 +270,17 @@ fn latest_change(roster: &[Slot<'_>]) -> Option<Timestamp> {
 }
 
 fn current_names(roster: &[Slot<'_>]) -> String {
-    let running: Vec<&str> =
-        roster.iter().filter(|slot| slot.status.phase == OperationPhase::Running).map(|slot| slot.name).collect();
-    let mut shown = running.iter().take(CURRENT_NAMES_SHOWN).copied().collect::<Vec<_>>().join(",");
+    let running: Vec<&str> = roster
+        .iter()
+        .filter(|slot| slot.status.phase == OperationPhase::Running)
+        .map(|slot| slot.name)
+        .collect();
+    let mut shown = running
+        .iter()
+        .take(CURRENT_NAMES_SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
     if running.len() > CURRENT_NAMES_SHOWN {
         shown.push_str(&format!(" +{}", running.len() - CURRENT_NAMES_SHOWN));
     }
@@ -244,7 +292,10 @@ fn one_line(text: &str) -> String {
 }
 
 fn describe(error: &ApplyError) -> String {
-    format!("operation `{}` failed ({}): {}", error.operation, error.reason, error.message)
+    format!(
+        "operation `{}` failed ({}): {}",
+        error.operation, error.reason, error.message
+    )
 }
 
 fn message(
@@ -258,14 +309,16 @@ fn message(
     match (phase, error) {
         (ApplyPhase::Skipped, _) => match &facts.idempotency {
             Idempotency::AlreadyDone { by } => {
-                format!("skipped: Apply `{by}` already rolled out this change (same idempotency key)")
+                format!(
+                    "skipped: Apply `{by}` already rolled out this change (same idempotency key)"
+                )
             }
             _ => "skipped".to_owned(),
         },
         (ApplyPhase::Pending, _) => match &facts.idempotency {
-            Idempotency::InFlightElsewhere { holder } => format!(
-                "waiting: Apply `{holder}` is rolling out the same idempotency key"
-            ),
+            Idempotency::InFlightElsewhere { holder } => {
+                format!("waiting: Apply `{holder}` is rolling out the same idempotency key")
+            }
             _ if facts.stopping() => "stopping before any operation started".to_owned(),
             _ => format!("waiting to start {} operations", counts.total),
         },
@@ -289,16 +342,21 @@ fn message(
             counts.running
         ),
         (ApplyPhase::Running, Some(error)) => match facts.spec.on_failure.effective() {
-            FailurePolicy::Continue => format!("{done}, running {current}; continuing past: {}", describe(error)),
+            FailurePolicy::Continue => format!(
+                "{done}, running {current}; continuing past: {}",
+                describe(error)
+            ),
             _ => format!(
                 "{}; waiting for {} running operation(s) ({current}) before stopping the rollout",
                 describe(error),
                 counts.running
             ),
         },
-        (ApplyPhase::Running, None) if current.is_empty() => format!("{done}; claiming the next operation"),
+        (ApplyPhase::Running, None) if current.is_empty() => {
+            format!("{done}; claiming the next operation")
+        }
         (ApplyPhase::Running, None) => format!("{done}, running {current}"),
-        (ApplyPhase::Failed | ApplyPhase::Paused, None) => format!("{done}"),
+        (ApplyPhase::Failed | ApplyPhase::Paused, None) => done,
     }
 }
 
@@ -320,7 +378,9 @@ fn conditions(
     };
     let reconciling_reason = match (&facts.idempotency, facts.stopping()) {
         (_, true) => "Stopping",
-        (Idempotency::InFlightElsewhere { .. }, _) if phase == ApplyPhase::Pending => reason::DUPLICATE_IN_FLIGHT,
+        (Idempotency::InFlightElsewhere { .. }, _) if phase == ApplyPhase::Pending => {
+            reason::DUPLICATE_IN_FLIGHT
+        }
         _ => "Progressing",
     };
     let stalled_reason = error.map_or(phase.as_str(), |error| error.reason.as_str());
@@ -335,24 +395,41 @@ fn conditions(
         make(
             condition::RECONCILING,
             matches!(phase, ApplyPhase::Pending | ApplyPhase::Running),
-            if matches!(phase, ApplyPhase::Pending | ApplyPhase::Running) { reconciling_reason } else { phase.as_str() },
+            if matches!(phase, ApplyPhase::Pending | ApplyPhase::Running) {
+                reconciling_reason
+            } else {
+                phase.as_str()
+            },
             message,
         ),
         make(
             condition::STALLED,
             matches!(phase, ApplyPhase::Failed | ApplyPhase::Paused),
-            if matches!(phase, ApplyPhase::Failed | ApplyPhase::Paused) { stalled_reason } else { phase.as_str() },
+            if matches!(phase, ApplyPhase::Failed | ApplyPhase::Paused) {
+                stalled_reason
+            } else {
+                phase.as_str()
+            },
             message,
         ),
         make(
             condition::DEGRADED,
             degraded,
-            if degraded { "OperationFailed" } else { phase.as_str() },
+            if degraded {
+                "OperationFailed"
+            } else {
+                phase.as_str()
+            },
             &error.filter(|_| degraded).map(describe).unwrap_or_default(),
         ),
     ];
     if let Some(rejection) = dismissal_rejection(facts.spec, error, last_dismissed) {
-        conditions.push(make(condition::DISMISSAL_REJECTED, true, reason::STALE_DISMISSAL, &rejection));
+        conditions.push(make(
+            condition::DISMISSAL_REJECTED,
+            true,
+            reason::STALE_DISMISSAL,
+            &rejection,
+        ));
     }
     conditions
 }
@@ -365,11 +442,15 @@ pub(crate) fn dismissal_rejection(
     last_dismissed: Option<&DismissedError>,
 ) -> Option<String> {
     let id = spec.dismiss_error.as_deref()?;
-    if error.is_some_and(|error| error.id == id) || last_dismissed.is_some_and(|last| last.id == id) {
+    if error.is_some_and(|error| error.id == id) || last_dismissed.is_some_and(|last| last.id == id)
+    {
         return None;
     }
     Some(match error {
-        Some(error) => format!("spec.dismissError `{id}` is not the current error: dismiss `{}` instead", error.id),
+        Some(error) => format!(
+            "spec.dismissError `{id}` is not the current error: dismiss `{}` instead",
+            error.id
+        ),
         None => format!("spec.dismissError `{id}` names no error: there is nothing to dismiss"),
     })
 }

@@ -1,1 +1,396 @@
-//! Property tests (filled below).
+//! Property tests: random histories of claims, health results, stops, resumes, dismissals and
+//! lease moves, driven through [`decide`] against an in-memory API, with the spec's invariants
+//! checked after every step and a liveness check at the end.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::fixtures::{at, children, facts, spec};
+use super::*;
+use crate::crd::{ApplyPhase, ApplySpec, FailurePolicy, OperationPhase, OperationStatus};
+
+const REPLICAS: [&str; 3] = ["replica-0", "replica-1", "replica-2"];
+
+#[derive(Clone, Debug)]
+enum Event {
+    /// The lease holder reconciles.
+    Reconcile,
+    /// A replica without the lease reconciles.
+    ReconcileWithoutLease,
+    /// The kubelet reports on the applied objects of operation `n % len`.
+    Report(usize, HealthChoice),
+    SetStop(bool),
+    DismissCurrent,
+    DismissStale(u8),
+    /// The lease moves to another replica (the old one crashed or lost it).
+    LeaseMoves(usize),
+    Tick(u16),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum HealthChoice {
+    Progressing,
+    Healthy,
+    Unhealthy,
+    DispatchFailed,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let health = prop_oneof![
+        Just(HealthChoice::Progressing),
+        Just(HealthChoice::Healthy),
+        Just(HealthChoice::Unhealthy),
+        Just(HealthChoice::DispatchFailed),
+    ];
+    prop_oneof![
+        6 => Just(Event::Reconcile),
+        1 => Just(Event::ReconcileWithoutLease),
+        5 => (0usize..8, health).prop_map(|(n, h)| Event::Report(n, h)),
+        1 => any::<bool>().prop_map(Event::SetStop),
+        1 => Just(Event::DismissCurrent),
+        1 => any::<u8>().prop_map(Event::DismissStale),
+        1 => (0usize..3).prop_map(Event::LeaseMoves),
+        1 => (0u16..900).prop_map(Event::Tick),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = FailurePolicy> {
+    prop_oneof![
+        Just(FailurePolicy::Halt),
+        Just(FailurePolicy::Pause),
+        Just(FailurePolicy::Continue),
+        Just(FailurePolicy::Unknown),
+    ]
+}
+
+/// The cluster as the lifecycle sees it: the Apply, its Operations, the kubelet's reports.
+struct World {
+    spec: ApplySpec,
+    children: Vec<Child>,
+    holder: usize,
+    health: BTreeMap<String, Health>,
+    now: i64,
+}
+
+impl World {
+    fn new(spec: ApplySpec) -> Self {
+        World {
+            spec,
+            children: Vec::new(),
+            holder: 0,
+            health: BTreeMap::new(),
+            now: 0,
+        }
+    }
+
+    fn decide_as(&self, holder: &str, lease: LeaseState) -> Plan {
+        let facts = facts(&self.spec);
+        decide(&Observed {
+            apply: facts,
+            children: &self.children,
+            lease,
+            holder,
+            health: &self.health,
+            previous: None,
+            now: at(self.now),
+        })
+    }
+
+    /// The in-memory API server: every write goes through.
+    fn write(&mut self, plan: &Plan) {
+        for write in &plan.writes {
+            match write {
+                OperationWrite::Create { index, name } => self.children.push(Child {
+                    name: name.clone(),
+                    index: *index,
+                    status: OperationStatus::default(),
+                }),
+                OperationWrite::Status {
+                    index,
+                    name,
+                    status,
+                    ..
+                } => {
+                    if let Some(child) = self.children.iter_mut().find(|c| c.index == *index) {
+                        child.status = (**status).clone();
+                    }
+                    // A new run, or its end, starts the kubelet's report afresh.
+                    self.health.remove(name);
+                }
+            }
+        }
+    }
+
+    fn project(&self) -> crate::crd::ApplyStatus {
+        project(&facts(&self.spec), &self.children)
+    }
+
+    fn step(&mut self, event: &Event) -> Result<(), TestCaseError> {
+        match event {
+            Event::Reconcile => {
+                let before = self.children.clone();
+                let plan = self.decide_as(REPLICAS[self.holder], LeaseState::Held);
+                self.write(&plan);
+                check_reconcile(&self.spec, &before, &self.children, &plan)?;
+            }
+            Event::ReconcileWithoutLease => {
+                let other = REPLICAS[(self.holder + 1) % REPLICAS.len()];
+                prop_assert_eq!(self.decide_as(other, LeaseState::NotHeld), Plan::default());
+            }
+            Event::Report(n, choice) => {
+                if let Some(child) = self.children.get(n % self.children.len().max(1))
+                    && child.status.phase == OperationPhase::Running
+                {
+                    let health = match choice {
+                        HealthChoice::Progressing => Health::Progressing,
+                        HealthChoice::Healthy => Health::Healthy,
+                        HealthChoice::Unhealthy => {
+                            Health::Unhealthy(format!("Job `{}` failed", child.name))
+                        }
+                        HealthChoice::DispatchFailed => Health::DispatchFailed("forbidden".into()),
+                    };
+                    self.health.insert(child.name.clone(), health);
+                }
+            }
+            Event::SetStop(stop) => self.spec.stop = *stop,
+            Event::DismissCurrent => {
+                self.spec.dismiss_error = self.project().error.map(|error| error.id)
+            }
+            Event::DismissStale(n) => self.spec.dismiss_error = Some(format!("zz-{n}")),
+            Event::LeaseMoves(to) => self.holder = *to,
+            Event::Tick(seconds) => self.now += i64::from(*seconds),
+        }
+        check_state(&self.spec, &self.children)
+    }
+}
+
+/// Invariants of one reconcile: what changed from `before` to `after` by `plan`.
+fn check_reconcile(
+    spec: &ApplySpec,
+    before: &[Child],
+    after: &[Child],
+    plan: &Plan,
+) -> Result<(), TestCaseError> {
+    // Each write is checked against the state left by the writes before it in the same plan.
+    let mut state = before.to_vec();
+    let mut dismissed_error = None;
+    for write in &plan.writes {
+        let OperationWrite::Status {
+            index,
+            kind,
+            status,
+            ..
+        } = write
+        else {
+            continue;
+        };
+        let from = state
+            .iter()
+            .find(|c| c.index == *index)
+            .map(|c| c.status.phase);
+        match kind {
+            WriteKind::Claim => prop_assert!(!spec.stop, "no claim while a stop is pending"),
+            WriteKind::Stop => {
+                prop_assert!(spec.stop, "only a stop request stops");
+                prop_assert!(
+                    matches!(
+                        from,
+                        Some(OperationPhase::Pending | OperationPhase::Running)
+                    ),
+                    "stop touched a {from:?} operation"
+                );
+            }
+            WriteKind::Dismiss => {
+                // One dismissal resets every failed operation: the id is checked at its first write.
+                let error = dismissed_error
+                    .get_or_insert_with(|| project(&facts(spec), &state).error.map(|e| e.id));
+                prop_assert_eq!(&spec.dismiss_error, error, "dismissed by a stale id");
+                prop_assert_eq!(from, Some(OperationPhase::Failed));
+                prop_assert!(
+                    state
+                        .iter()
+                        .all(|c| c.status.phase != OperationPhase::Running),
+                    "dismissed while an operation runs"
+                );
+            }
+            WriteKind::Resume => prop_assert_eq!(from, Some(OperationPhase::Stopped)),
+            WriteKind::Finish | WriteKind::TakeOver => {
+                prop_assert_eq!(from, Some(OperationPhase::Running))
+            }
+        }
+        if let Some(child) = state.iter_mut().find(|c| c.index == *index) {
+            child.status = (**status).clone();
+        }
+    }
+    for old in before {
+        let Some(new) = after.iter().find(|c| c.index == old.index) else {
+            return Err(TestCaseError::fail("an operation disappeared"));
+        };
+        prop_assert!(
+            new.status.attempt >= old.status.attempt,
+            "attempt went backwards"
+        );
+        if old.status.phase == OperationPhase::Succeeded {
+            prop_assert_eq!(&new.status, &old.status, "Succeeded is final");
+        }
+        if old.status.phase == OperationPhase::Failed && new.status.phase != OperationPhase::Failed
+        {
+            prop_assert!(
+                spec.dismiss_error.is_some(),
+                "only a dismissal retries a failure"
+            );
+        }
+    }
+    // The decision is maximal: nothing it could claim is left unclaimed.
+    let complete = before.len() == spec.operations.len();
+    if complete {
+        let leftover = claimable(&facts(spec), after, LeaseState::Held);
+        prop_assert!(leftover.is_err(), "claimable after decide: {leftover:?}");
+        if spec.stop {
+            prop_assert!(
+                after
+                    .iter()
+                    .all(|c| c.status.phase != OperationPhase::Pending),
+                "stop left a Pending"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Invariants of any state the history reaches.
+fn check_state(spec: &ApplySpec, children: &[Child]) -> Result<(), TestCaseError> {
+    let facts = facts(spec);
+    let status = project(&facts, children);
+    let counts = &status.operations;
+    prop_assert_eq!(
+        counts.pending + counts.running + counts.succeeded + counts.failed + counts.stopped,
+        counts.total,
+        "every operation has exactly one phase"
+    );
+    prop_assert_eq!(
+        usize::try_from(counts.total).ok(),
+        Some(spec.operations.len())
+    );
+    let mut reversed = children.to_vec();
+    reversed.reverse();
+    prop_assert_eq!(
+        &status,
+        &project(&facts, &reversed),
+        "projection ignores read order"
+    );
+    prop_assert_eq!(
+        &status,
+        &project(&facts, children),
+        "projection is deterministic"
+    );
+
+    let phase = status
+        .phase
+        .ok_or_else(|| TestCaseError::fail("no phase"))?;
+    if phase.is_terminal() {
+        prop_assert_eq!(counts.running, 0, "terminal Apply with a running operation");
+    }
+    prop_assert!(
+        counts.running <= spec.max_concurrent,
+        "more than maxConcurrent running"
+    );
+    if spec.on_failure.effective() == FailurePolicy::Continue
+        && !spec.stop
+        && counts.failed > 0
+        && counts.running + counts.pending + counts.stopped == 0
+    {
+        prop_assert_eq!(
+            phase,
+            ApplyPhase::Failed,
+            "a continued failure still fails the verdict"
+        );
+    }
+    for child in children {
+        let s = &child.status;
+        prop_assert_eq!(
+            s.claim.is_some(),
+            s.phase == OperationPhase::Running,
+            "claim only while Running"
+        );
+        prop_assert_eq!(
+            s.completed_at.is_some(),
+            s.phase.is_terminal(),
+            "completedAt only when terminal"
+        );
+    }
+    let mut sorted = children.to_vec();
+    sorted.sort_by_key(|c| c.index);
+    if let Some(last_running) = sorted
+        .iter()
+        .rposition(|c| c.status.phase == OperationPhase::Running)
+    {
+        prop_assert!(
+            sorted[..last_running]
+                .iter()
+                .all(|c| c.status.phase != OperationPhase::Pending),
+            "a Pending operation below a Running one: the window skipped an index"
+        );
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(10_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_histories_keep_every_invariant(
+        count in 1usize..7,
+        policy in policy(),
+        max_concurrent in 1u32..4,
+        history in prop::collection::vec(event(), 1..60),
+    ) {
+        let mut world = World::new(spec(count, policy, max_concurrent));
+        for event in &history {
+            world.step(event)?;
+        }
+
+        // Liveness: with a kubelet that reports every running operation healthy, the Apply
+        // settles (or pauses for a person) within a bounded number of reconciles.
+        for _ in 0..(4 * count + 8) {
+            let running: Vec<String> = world
+                .children
+                .iter()
+                .filter(|c| c.status.phase == OperationPhase::Running)
+                .map(|c| c.name.clone())
+                .collect();
+            for name in running {
+                world.health.insert(name, Health::Healthy);
+            }
+            world.step(&Event::Reconcile)?;
+        }
+        let phase = world.project().phase;
+        prop_assert!(
+            phase.is_some_and(|p| p.is_terminal() || p == ApplyPhase::Paused),
+            "the Apply did not settle: {:?} {:?}", phase, world.children.iter().map(|c| c.status.phase).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_stop_on_an_idle_continue_failure_settles() {
+    let mut spec = spec(3, FailurePolicy::Continue, 1);
+    let mut world = World::new(spec.clone());
+    world.children = children(vec![
+        super::fixtures::failed(1),
+        OperationStatus::default(),
+        OperationStatus::default(),
+    ]);
+    spec.stop = true;
+    world.spec = spec;
+    world.step(&Event::Reconcile).expect("invariants hold");
+    assert_eq!(world.project().phase, Some(ApplyPhase::Failed));
+}

@@ -51,12 +51,19 @@ fn expect(status: &OperationStatus, expected: OperationPhase) -> Result<(), Refu
 }
 
 /// `Pending → Running`: a new run, numbered by incrementing `attempt`.
-pub fn claim(status: &OperationStatus, holder: &str, now: Timestamp) -> Result<OperationStatus, Refused> {
+pub fn claim(
+    status: &OperationStatus,
+    holder: &str,
+    now: Timestamp,
+) -> Result<OperationStatus, Refused> {
     expect(status, OperationPhase::Pending)?;
     let mut next = status.clone();
     next.phase = OperationPhase::Running;
     next.attempt = status.attempt.saturating_add(1);
-    next.claim = Some(Claim { holder: holder.to_owned(), at: Time(now) });
+    next.claim = Some(Claim {
+        holder: holder.to_owned(),
+        at: Time(now),
+    });
     next.started_at = Some(Time(now));
     next.first_started_at = status.first_started_at.clone().or(Some(Time(now)));
     next.reason = Some(reason::CLAIMED.to_owned());
@@ -67,14 +74,21 @@ pub fn claim(status: &OperationStatus, holder: &str, now: Timestamp) -> Result<O
 
 /// Recovery: a `Running` operation whose holder lost the lease is taken over by the new lease
 /// holder in the same attempt; it re-applies (idempotent) and goes on waiting.
-pub fn take_over(status: &OperationStatus, holder: &str, now: Timestamp) -> Result<OperationStatus, Refused> {
+pub fn take_over(
+    status: &OperationStatus,
+    holder: &str,
+    now: Timestamp,
+) -> Result<OperationStatus, Refused> {
     expect(status, OperationPhase::Running)?;
     let previous = status.claim.as_ref().map(|claim| claim.holder.as_str());
     if previous == Some(holder) {
         return Err(Refused::AlreadyHeld(holder.to_owned()));
     }
     let mut next = status.clone();
-    next.claim = Some(Claim { holder: holder.to_owned(), at: Time(now) });
+    next.claim = Some(Claim {
+        holder: holder.to_owned(),
+        at: Time(now),
+    });
     next.reason = Some(reason::TAKEN_OVER.to_owned());
     next.message = Some(format!(
         "taken over by {holder} from {} in attempt {}",
@@ -85,7 +99,11 @@ pub fn take_over(status: &OperationStatus, holder: &str, now: Timestamp) -> Resu
 }
 
 /// `Running → Succeeded | Failed`, once: a terminal phase is never rewritten.
-pub fn finish(status: &OperationStatus, outcome: Outcome, now: Timestamp) -> Result<OperationStatus, Refused> {
+pub fn finish(
+    status: &OperationStatus,
+    outcome: Outcome,
+    now: Timestamp,
+) -> Result<OperationStatus, Refused> {
     expect(status, OperationPhase::Running)?;
     let mut next = status.clone();
     next.claim = None;
@@ -112,7 +130,12 @@ pub fn stop(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus,
     match status.phase {
         OperationPhase::Pending | OperationPhase::Running => {}
         actual if actual.is_terminal() => return Err(Refused::AlreadyTerminal(actual)),
-        actual => return Err(Refused::WrongPhase { expected: OperationPhase::Pending, actual }),
+        actual => {
+            return Err(Refused::WrongPhase {
+                expected: OperationPhase::Pending,
+                actual,
+            });
+        }
     }
     let mut next = status.clone();
     next.phase = OperationPhase::Stopped;
@@ -121,7 +144,10 @@ pub fn stop(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus,
     next.stopped_at = Some(Time(now));
     next.reason = Some(reason::STOP_REQUESTED.to_owned());
     next.message = Some(match status.phase {
-        OperationPhase::Running => format!("stopped during attempt {}; applied objects left as they are", status.attempt),
+        OperationPhase::Running => format!(
+            "stopped during attempt {}; applied objects left as they are",
+            status.attempt
+        ),
         _ => "stopped before it was claimed".to_owned(),
     });
     set_ready(&mut next, now);
@@ -135,10 +161,19 @@ pub fn resume(status: &OperationStatus, now: Timestamp) -> Result<OperationStatu
 }
 
 /// `Failed → Pending` when the current error is dismissed; the next claim numbers a new attempt.
-pub fn dismiss(status: &OperationStatus, dismissal: &DismissedError, now: Timestamp) -> Result<OperationStatus, Refused> {
+pub fn dismiss(
+    status: &OperationStatus,
+    dismissal: &DismissedError,
+    now: Timestamp,
+) -> Result<OperationStatus, Refused> {
     match status.phase {
         OperationPhase::Failed => {}
-        actual => return Err(Refused::WrongPhase { expected: OperationPhase::Failed, actual }),
+        actual => {
+            return Err(Refused::WrongPhase {
+                expected: OperationPhase::Failed,
+                actual,
+            });
+        }
     }
     let mut next = back_to_pending(status, now);
     next.dismissed = Some(dismissal.clone());
@@ -163,7 +198,10 @@ fn back_to_pending(status: &OperationStatus, now: Timestamp) -> OperationStatus 
 /// An Operation carries one `Ready` condition, true only once it succeeded.
 fn set_ready(status: &mut OperationStatus, now: Timestamp) {
     let ready = status.phase == OperationPhase::Succeeded;
-    let reason = status.reason.clone().unwrap_or_else(|| status.phase.as_str().to_owned());
+    let reason = status
+        .reason
+        .clone()
+        .unwrap_or_else(|| status.phase.as_str().to_owned());
     let condition = Condition {
         type_: condition::READY.to_owned(),
         status: if ready { "True" } else { "False" }.to_owned(),
@@ -172,14 +210,21 @@ fn set_ready(status: &mut OperationStatus, now: Timestamp) {
         last_transition_time: Time(now),
         observed_generation: status.observed_generation,
     };
-    match status.conditions.iter_mut().find(|c| c.type_ == condition::READY) {
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == condition::READY)
+    {
         Some(existing) => {
             let since = if existing.status == condition.status {
                 existing.last_transition_time.clone()
             } else {
                 condition.last_transition_time.clone()
             };
-            *existing = Condition { last_transition_time: since, ..condition };
+            *existing = Condition {
+                last_transition_time: since,
+                ..condition
+            };
         }
         None => status.conditions.push(condition),
     }
@@ -195,20 +240,30 @@ mod tests {
         let next = claim(&pending(2), "replica-a", at(10)).expect("pending is claimable");
         assert_eq!(next.phase, OperationPhase::Running);
         assert_eq!(next.attempt, 3);
-        assert_eq!(next.claim.as_ref().map(|c| c.holder.as_str()), Some("replica-a"));
+        assert_eq!(
+            next.claim.as_ref().map(|c| c.holder.as_str()),
+            Some("replica-a")
+        );
         assert_eq!(next.started_at, Some(Time(at(10))));
     }
 
     #[test]
     fn claim_refuses_every_phase_but_pending() {
         for status in [running("a", 1), succeeded(1), failed(1), stopped(1)] {
-            assert!(claim(&status, "b", at(1)).is_err(), "{:?} must not be claimable", status.phase);
+            assert!(
+                claim(&status, "b", at(1)).is_err(),
+                "{:?} must not be claimable",
+                status.phase
+            );
         }
     }
 
     #[test]
     fn late_failure_never_overwrites_success() {
-        let failure = Outcome::Failed { reason: FailureReason::Unhealthy, message: "late".into() };
+        let failure = Outcome::Failed {
+            reason: FailureReason::Unhealthy,
+            message: "late".into(),
+        };
         assert_eq!(
             finish(&succeeded(1), failure, at(5)),
             Err(Refused::AlreadyTerminal(OperationPhase::Succeeded))
@@ -240,14 +295,19 @@ mod tests {
 
     #[test]
     fn reset_to_pending_clears_the_last_run_and_keeps_attempt() {
-        let dismissal = DismissedError { id: "a-2".into(), at: Time(at(9)) };
+        let dismissal = DismissedError {
+            id: "a-2".into(),
+            at: Time(at(9)),
+        };
         for next in [
             resume(&stopped(2), at(9)).expect("stopped resumes"),
             dismiss(&failed(2), &dismissal, at(9)).expect("failed is dismissible"),
         ] {
             assert_eq!(next.phase, OperationPhase::Pending);
             assert_eq!(next.attempt, 2);
-            assert!(next.claim.is_none() && next.started_at.is_none() && next.completed_at.is_none());
+            assert!(
+                next.claim.is_none() && next.started_at.is_none() && next.completed_at.is_none()
+            );
             assert!(next.reason.is_none() && next.message.is_none());
         }
     }
@@ -259,7 +319,8 @@ mod tests {
 
     #[test]
     fn take_over_keeps_the_attempt_and_changes_the_holder() {
-        let next = take_over(&running("old", 4), "new", at(7)).expect("another holder may take over");
+        let next =
+            take_over(&running("old", 4), "new", at(7)).expect("another holder may take over");
         assert_eq!(next.attempt, 4);
         assert_eq!(next.claim.map(|c| c.holder), Some("new".to_owned()));
         assert!(take_over(&running("same", 1), "same", at(7)).is_err());
