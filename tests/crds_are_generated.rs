@@ -19,7 +19,7 @@ fn crds_declare_the_admission_rules() {
     for needle in [
         "x-kubernetes-list-type: map",
         "create a new Apply to roll out a different change",
-        "have no manifests",
+        "an operation has no manifests",
         "maxItems: 500",
         "minimum: 1.0",
         "is not a DNS label",

@@ -40,7 +40,7 @@ pub const MAX_OPERATIONS: usize = 500;
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "has(self.template) || self.operations.all(o, has(o.manifests))",
-        "messageExpression": "'operations ' + self.operations.filter(o, !has(o.manifests)).map(o, o.name).join(', ') + ' have no manifests: give each its own manifests or set spec.template.manifests'",
+        "message": "an operation has no manifests: give every operation its own manifests or set spec.template.manifests",
         "reason": "FieldValueRequired",
     },
     {

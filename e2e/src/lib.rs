@@ -1,0 +1,282 @@
+//! baton's end-to-end harness. It starts one real control plane per test binary (etcd,
+//! kube-apiserver and kube-controller-manager built from Go modules by
+//! `e2e/control-plane/build.sh`), installs `crds/`, and gives each test its own namespace.
+//!
+//! With `BATON_E2E_USE_EXISTING=1` the tests run against the cluster in `KUBECONFIG` instead.
+//! There is no kubelet: tests play it with the `kubelet` helpers.
+
+pub mod kubelet;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// Field manager of everything the harness writes.
+pub const HARNESS_MANAGER: &str = "baton-e2e";
+/// Label on every namespace the harness creates, so leftovers are easy to find.
+pub const TEST_NAMESPACE_LABEL: &str = "baton.dev/e2e";
+
+/// Where the cluster under test is.
+#[derive(Debug)]
+pub struct ClusterHandle {
+    /// Kubeconfig of a cluster administrator.
+    pub kubeconfig: PathBuf,
+    /// Kubeconfig of the operator's own service account (`baton-system/baton`), when the
+    /// harness started the control plane.
+    pub operator_kubeconfig: Option<PathBuf>,
+}
+
+static CLUSTER: OnceLock<ClusterHandle> = OnceLock::new();
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The cluster of this test run: started on first use, stopped when the test process ends.
+pub fn cluster() -> &'static ClusterHandle {
+    CLUSTER.get_or_init(|| {
+        if std::env::var("BATON_E2E_USE_EXISTING").is_ok_and(|v| v == "1") {
+            let kubeconfig = std::env::var_os("KUBECONFIG")
+                .map(PathBuf::from)
+                .expect("BATON_E2E_USE_EXISTING=1 needs KUBECONFIG to point at the cluster");
+            return ClusterHandle {
+                kubeconfig,
+                operator_kubeconfig: None,
+            };
+        }
+        start_control_plane()
+    })
+}
+
+/// Starts the local control plane in a fresh state directory and arranges for it to be stopped
+/// when this process exits, however it exits: a detached watchdog waits for our pid to go away
+/// and then runs `stop.sh`, so a failed or interrupted run leaves no process behind.
+fn start_control_plane() -> ClusterHandle {
+    let scripts = repo_root().join("e2e/control-plane");
+    let state = std::env::temp_dir().join(format!("baton-e2e-{}", std::process::id()));
+    let status = Command::new("bash")
+        .arg(scripts.join("start.sh"))
+        .arg(&state)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("running e2e/control-plane/start.sh");
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash '{stop}' '{state}'",
+        pid = std::process::id(),
+        stop = scripts.join("stop.sh").display(),
+        state = state.display(),
+    );
+    Command::new("setsid")
+        .args(["bash", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the control-plane watchdog");
+    assert!(
+        status.success(),
+        "the local control plane did not start; logs are in {}",
+        state.display()
+    );
+    ClusterHandle {
+        kubeconfig: state.join("kubeconfig"),
+        operator_kubeconfig: Some(state.join("kubeconfig-baton")),
+    }
+}
+
+/// A client for a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("reading the test kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    Client::try_from(config).expect("a client")
+}
+
+/// An administrator client for the cluster under test, with `crds/` installed.
+pub async fn admin_client() -> Client {
+    let client = client_for(&cluster().kubeconfig).await;
+    install_crds(&client).await;
+    client
+}
+
+/// Server-side applies `crds/*.yaml` and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in ["apply.yaml", "operation.yaml"] {
+        let path = repo_root().join("crds").join(file);
+        let text = std::fs::read_to_string(&path).expect("reading a CRD file");
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).expect("a CRD");
+        let name = crd.metadata.name.clone().expect("a named CRD");
+        crds.patch(
+            &name,
+            &PatchParams::apply(HARNESS_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("installing {file}: {error}"));
+        wait_for(
+            &format!("CRD {name} to be Established"),
+            Duration::from_secs(30),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .into_iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` saying what
+/// it was waiting for.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A namespace of one test, deleted when dropped unless `BATON_E2E_KEEP=1`.
+pub struct TestNamespace {
+    /// Its name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `e2e-<prefix>-<unique suffix>`.
+    pub async fn create(client: &Client, prefix: &str) -> TestNamespace {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "e2e-{prefix}-{:x}{:x}",
+            nanos % 0xfffff,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([(TEST_NAMESPACE_LABEL.to_owned(), "true".to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|error| panic!("creating namespace {name}: {error}"));
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var("BATON_E2E_KEEP").is_ok_and(|v| v == "1") {
+            return;
+        }
+        let client = self.client.clone();
+        let name = self.name.clone();
+        // Best effort, off the test's runtime: the namespace controller does the rest.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        }
+    }
+}
+
+/// Creates service account `name` in `namespace` bound to a Role with `rules`.
+pub async fn service_account_with_rules(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    rules: Vec<PolicyRule>,
+) {
+    let pp = PatchParams::apply(HARNESS_MANAGER).force();
+    let meta = ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectMeta::default()
+    };
+    let account = ServiceAccount {
+        metadata: meta.clone(),
+        ..ServiceAccount::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .patch(name, &pp, &Patch::Apply(&account))
+        .await
+        .expect("applying the service account");
+    let role = Role {
+        metadata: meta.clone(),
+        rules: Some(rules),
+    };
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .patch(name, &pp, &Patch::Apply(&role))
+        .await
+        .expect("applying the role");
+    let binding = RoleBinding {
+        metadata: meta,
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.to_owned(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .patch(name, &pp, &Patch::Apply(&binding))
+        .await
+        .expect("applying the role binding");
+}
+
+/// Runs `kubectl` against the cluster under test and returns its output.
+pub fn kubectl(args: &[&str]) -> std::process::Output {
+    Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .output()
+        .expect("kubectl is installed (see e2e/control-plane/README.md)")
+}

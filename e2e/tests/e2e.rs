@@ -1,0 +1,7 @@
+//! End-to-end tests on a real kube-apiserver and etcd (see `baton_e2e`). One binary, so one
+//! control plane serves every test of the run.
+
+mod e2e {
+    pub mod admission;
+    pub mod control_plane;
+}
