@@ -177,10 +177,12 @@ start() {
 }
 
 # wait_for <name> <pid> <description> <check command...>
+# (The check must be quiet itself: a redirect here would also swallow the
+# output of the EXIT trap if a signal arrived during the check.)
 wait_for() {
     local name="$1" pid="$2" what="$3" deadline=$((SECONDS + timeout))
     shift 3
-    until "$@" > /dev/null 2>&1; do
+    until "$@"; do
         if ! kill -0 "$pid" 2> /dev/null; then
             log "$name exited; last lines of $state/$name.log:"
             tail -n 30 "$state/$name.log" >&2 || true
@@ -209,7 +211,7 @@ start etcd "$bin_dir/etcd" \
     --log-level=warn
 pid_etcd=$last_pid
 etcd_healthy() {
-    curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health" | grep -q '"health":"true"'
+    curl -fs --max-time 2 "http://127.0.0.1:$etcd_port/health" 2> /dev/null | grep -q '"health":"true"'
 }
 wait_for etcd "$pid_etcd" "etcd health" etcd_healthy
 t_etcd=$(now)
@@ -241,11 +243,12 @@ start kube-apiserver "$bin_dir/kube-apiserver" \
     --profiling=false
 pid_kube_apiserver=$last_pid
 api_get() { # <path>
-    curl -fsS --max-time 5 --cacert "$pki/ca.crt" \
+    curl -fs --max-time 5 --cacert "$pki/ca.crt" \
         -H "Authorization: Bearer $admin_token" "$api_url$1"
 }
 api_ready() {
-    [[ "$(api_get /readyz)" == ok ]] && api_get /api/v1/namespaces/default > /dev/null
+    [[ "$(api_get /readyz 2> /dev/null)" == ok ]] &&
+        api_get /api/v1/namespaces/default > /dev/null 2>&1
 }
 wait_for kube-apiserver "$pid_kube_apiserver" "kube-apiserver /readyz and namespace default" api_ready
 t_api=$(now)
@@ -267,8 +270,8 @@ start kube-controller-manager "$bin_dir/kube-controller-manager" \
     --profiling=false
 pid_kube_controller_manager=$last_pid
 kcm_ready() {
-    [[ "$(curl -fsS --max-time 2 -k "https://127.0.0.1:$kcm_port/healthz")" == ok ]] &&
-        grep -q 'Proceeding to collect garbage' "$state/kube-controller-manager.log"
+    [[ "$(curl -fs --max-time 2 -k "https://127.0.0.1:$kcm_port/healthz" 2> /dev/null)" == ok ]] &&
+        grep -q 'Proceeding to collect garbage' "$state/kube-controller-manager.log" 2> /dev/null
 }
 wait_for kube-controller-manager "$pid_kube_controller_manager" \
     "kube-controller-manager /healthz and garbage collector start" kcm_ready
