@@ -15,7 +15,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 unit-and-e2e:
-	cargo test --workspace
+	cargo test --workspace --all-targets
 
 ## Regenerate crds/ from the Rust types (a test fails when they are stale).
 crds:

@@ -76,6 +76,8 @@ fn start_control_plane() -> ClusterHandle {
         stop = scripts.join("stop.sh").display(),
         state = state.display(),
     );
+    // Never waited for: the watchdog must outlive this process to clean up after it.
+    #[allow(clippy::zombie_processes)]
     Command::new("setsid")
         .args(["bash", "-c", &watchdog])
         .stdin(Stdio::null())
