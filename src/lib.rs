@@ -1,10 +1,17 @@
 //! baton: a Kubernetes operator that carries one change through an ordered list of targets.
 //!
-//! `crd` holds the API types, `lifecycle` the pure decision core. The reconcilers that read,
-//! decide with `lifecycle` and write come in `controller`.
+//! `crd` holds the API types and `lifecycle` the pure decision core. `controller` reads,
+//! decides with `lifecycle` and writes; `engine` applies manifests and reads their health;
+//! `lease` holds one Lease per active Apply.
 
+pub mod admin;
+pub mod controller;
 pub mod crd;
+pub mod engine;
+pub mod lease;
 pub mod lifecycle;
+pub mod metrics;
+pub mod telemetry;
 
 /// Everything that can go wrong outside the pure core.
 #[derive(Debug, thiserror::Error)]
@@ -12,14 +19,50 @@ pub enum Error {
     /// A CRD could not be rendered as YAML.
     #[error("rendering the CRDs: {0}")]
     RenderCrds(#[from] serde_yaml_ng::Error),
-    /// Writing output failed.
-    #[error("writing {path}: {source}")]
+    /// Writing output or binding a port failed.
+    #[error("{path}: {source}")]
     Io {
-        /// The file or stream being written.
+        /// The file, stream or address.
         path: String,
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A call to the API server failed.
+    #[error("{context}: {source}")]
+    Kube {
+        /// What baton was doing, naming the object.
+        context: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// The apply lease could not be managed.
+    #[error("lease {lease}: {message}")]
+    Lease {
+        /// The lease's name.
+        lease: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The cluster configuration could not be loaded.
+    #[error("loading the cluster configuration: {0}")]
+    Config(String),
+    /// An object read from the API server lacks something the API guarantees.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// A stable label per variant for the `reconcile_errors` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::RenderCrds(_) => "render_crds",
+            Error::Io { .. } => "io",
+            Error::Kube { .. } => "kube",
+            Error::Lease { .. } => "lease",
+            Error::Config(_) => "config",
+            Error::Invalid(_) => "invalid",
+        }
+    }
 }
 
 /// Result with baton's [`Error`].

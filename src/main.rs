@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster in KUBECONFIG (or the in-cluster config).
-    Run,
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions, or write them to a directory.
     Crds {
         /// Write `apply.yaml` and `operation.yaml` into this directory instead of printing.
@@ -29,13 +29,38 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "BATON_NAMESPACE")]
+    namespace: Option<String>,
+    /// Service account impersonated for Applies that set no `serviceAccountName`.
+    #[arg(long, env = "BATON_DEFAULT_SERVICE_ACCOUNT", default_value = "default")]
+    default_service_account: String,
+    /// How often the health of running operations is checked, in seconds.
+    #[arg(long, env = "BATON_HEALTH_POLL_SECONDS", default_value_t = 1.0)]
+    health_poll_seconds: f64,
+    /// Apply lease duration, in seconds: how long a crashed replica's Applies wait for a successor.
+    #[arg(long, env = "BATON_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Renew an apply lease this many seconds before it expires.
+    #[arg(long, env = "BATON_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    lease_grace_seconds: u64,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "BATON_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    admin_address: std::net::SocketAddr,
+    /// How many Applies are reconciled at once.
+    #[arg(long, env = "BATON_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "BATON_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: baton::telemetry::LogFormat,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run => {
-            eprintln!("baton run: the operator is not built yet; `baton crds` prints the CRDs");
-            return std::process::ExitCode::from(2);
-        }
+        Command::Run(args) => run(args),
         Command::Crds { out_dir } => print_crds(out_dir),
     };
     match outcome {
@@ -45,6 +70,32 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    baton::telemetry::init(args.log_format);
+    let settings = baton::controller::Settings {
+        namespace: args.namespace,
+        identity: baton::controller::replica_identity(),
+        default_service_account: args.default_service_account,
+        health_poll_interval: std::time::Duration::from_secs_f64(
+            args.health_poll_seconds.max(0.05),
+        ),
+        lease: baton::lease::LeaseTiming {
+            duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
+            grace: std::time::Duration::from_secs(
+                args.lease_grace_seconds
+                    .clamp(1, args.lease_duration_seconds.max(2) - 1),
+            ),
+        },
+        admin_address: args.admin_address,
+        concurrency: args.concurrency.max(1),
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
+        path: "the async runtime".into(),
+        source,
+    })?;
+    runtime.block_on(baton::controller::run(settings))
 }
 
 fn print_crds(out_dir: Option<PathBuf>) -> Result<()> {

@@ -1,0 +1,170 @@
+//! The operator process: one kube-runtime `Controller` for `Apply` that owns `Operation` (so a
+//! child's change re-queues its parent) and is woken when an apply lease changes hands.
+//!
+//! Reconcilers read, decide with `lifecycle`, and write; they keep no state that the cluster
+//! does not also hold, except which runs this replica already dispatched.
+
+mod apply;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::crd::{Apply, InventoryEntry, Operation};
+use crate::engine::Engine;
+use crate::lease::{ApplyLeases, LeaseTiming};
+use crate::metrics::Metrics;
+use crate::{Error, Result, admin};
+
+/// How `baton run` is configured.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// This replica's identity: pod name plus a random suffix.
+    pub identity: String,
+    /// Service account impersonated for Applies that name none.
+    pub default_service_account: String,
+    /// How often running operations' health is checked.
+    pub health_poll_interval: Duration,
+    /// Apply lease duration and renew grace.
+    pub lease: LeaseTiming,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_address: SocketAddr,
+    /// How many Applies are reconciled at once.
+    pub concurrency: u16,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The operator's own client.
+    pub client: Client,
+    /// Records Events on Applies.
+    pub recorder: Recorder,
+    /// The apply leases this replica competes for.
+    pub leases: ApplyLeases,
+    /// Applies manifests and reads health.
+    pub engine: Engine,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// The configuration.
+    pub settings: Settings,
+    /// Runs this replica dispatched, by `(operation uid, attempt)`: their inventory. After a
+    /// restart it is empty, and the new holder re-applies (server-side apply is idempotent).
+    pub dispatched: Mutex<HashMap<(String, u32), Vec<InventoryEntry>>>,
+}
+
+/// A random suffix, so two processes with the same pod name never share an identity.
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() & 0xffff_ffff)
+}
+
+/// The identity of this replica: `$POD_NAME` (or the host name) plus a random suffix.
+pub fn replica_identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "baton".to_owned());
+    format!("{base}-{}", random_suffix())
+}
+
+/// Runs the operator until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> Result<()> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|error| Error::Config(error.to_string()))?;
+    let client = Client::try_from(config.clone()).map_err(|source| Error::Kube {
+        context: "building the client".into(),
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_state = admin::AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let admin_address = settings.admin_address;
+    tokio::spawn(async move {
+        if let Err(error) = admin::serve(admin_address, admin_state).await {
+            tracing::error!(%error, "admin server stopped");
+        }
+    });
+
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = Reporter {
+        controller: "baton".into(),
+        instance: Some(settings.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        leases: ApplyLeases::new(
+            client.clone(),
+            settings.identity.clone(),
+            settings.lease,
+            wake,
+        ),
+        engine: Engine::new(config, client.clone()),
+        metrics,
+        dispatched: Mutex::new(HashMap::new()),
+        settings: settings.clone(),
+        client: client.clone(),
+    });
+    let (applies, operations): (Api<Apply>, Api<Operation>) = match &settings.namespace {
+        Some(namespace) => (
+            Api::namespaced(client.clone(), namespace),
+            Api::namespaced(client.clone(), namespace),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let controller = Controller::new(applies, watcher::Config::default().any_semantic())
+        .owns(operations, watcher::Config::default().any_semantic())
+        .reconcile_on(UnboundedReceiverStream::new(woken))
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced; ready");
+        }
+    });
+    tracing::info!(identity = %settings.identity, namespace = ?settings.namespace, "baton operator starting");
+    controller
+        .shutdown_on_signal()
+        .run(apply::reconcile, error_policy, context.clone())
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    context.leases.release_all();
+    // Give the lease managers a moment to release, so a successor need not wait for expiry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tracing::info!("baton operator stopped");
+    Ok(())
+}
+
+fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Action {
+    context.metrics.failed("apply", error);
+    tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}

@@ -1,0 +1,192 @@
+//! The apply lease (SPEC.md section 6): one `coordination.k8s.io/v1` Lease per active Apply,
+//! `baton-apply-<uid>`, owned by the Apply. `kube-lease-manager` takes, renews and releases it;
+//! this module starts one manager per active Apply, wakes the Apply's reconcile when the lease
+//! changes hands, and answers "may I write now?" from a fresh read of the Lease.
+//!
+//! It must not decide anything about operations: holding the lease only opens the gate.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
+use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinHandle;
+
+use crate::crd::Apply;
+use crate::lifecycle::LeaseState;
+use crate::{Error, Result};
+
+/// Prefix of every apply lease's name.
+pub const APPLY_LEASE_PREFIX: &str = "baton-apply-";
+
+/// Name of the lease of the Apply with `uid`.
+pub fn lease_name(uid: &str) -> String {
+    format!("{APPLY_LEASE_PREFIX}{uid}")
+}
+
+/// How long a lease lasts and how early it is renewed.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseTiming {
+    /// `leaseDurationSeconds`: how long a holder that stopped renewing keeps the lease.
+    pub duration: Duration,
+    /// Renew this long before the lease would expire.
+    pub grace: Duration,
+}
+
+struct Held {
+    /// Renews the lease; releases it when the receiver side is dropped.
+    forwarder: JoinHandle<()>,
+}
+
+/// The leases this replica competes for, one per active Apply.
+pub struct ApplyLeases {
+    client: Client,
+    identity: String,
+    timing: LeaseTiming,
+    wake: UnboundedSender<ObjectRef<Apply>>,
+    managers: Mutex<HashMap<String, Held>>,
+}
+
+impl ApplyLeases {
+    /// `wake` receives the Apply whenever its lease changes hands here.
+    pub fn new(
+        client: Client,
+        identity: String,
+        timing: LeaseTiming,
+        wake: UnboundedSender<ObjectRef<Apply>>,
+    ) -> Self {
+        ApplyLeases {
+            client,
+            identity,
+            timing,
+            wake,
+            managers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This replica's identity, written as the lease holder and in claims.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Competes for the Apply's lease (creating it, owned by the Apply, if missing) and says
+    /// whether this replica may write for the Apply now.
+    pub async fn acquire(&self, apply: &Apply) -> Result<LeaseState> {
+        let uid = apply.uid().unwrap_or_default();
+        let namespace = apply.namespace().unwrap_or_default();
+        let running = self.lock().contains_key(&uid);
+        if !running {
+            self.create_owned_lease(apply, &namespace, &uid).await?;
+            let manager = LeaseManagerBuilder::new(self.client.clone(), lease_name(&uid))
+                .with_namespace(&namespace)
+                .with_identity(&self.identity)
+                .with_duration(self.timing.duration.as_secs().max(2))
+                .with_grace(self.timing.grace.as_secs().max(1))
+                .with_create_mode(LeaseCreateMode::UseExistent)
+                .with_field_manager(format!("baton-lease-{}", self.identity))
+                .build()
+                .await
+                .map_err(|source| Error::Lease {
+                    lease: lease_name(&uid),
+                    message: source.to_string(),
+                })?;
+            let (mut receiver, _renewer) = manager.watch().await;
+            let wake = self.wake.clone();
+            let apply_ref = ObjectRef::from_obj(apply);
+            // Owns the only receiver: aborting it closes the channel, and the manager then
+            // releases the lease and ends.
+            let forwarder = tokio::spawn(async move {
+                while receiver.changed().await.is_ok() {
+                    if wake.send(apply_ref.clone()).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.lock().insert(uid.clone(), Held { forwarder });
+        }
+        self.check(&namespace, &uid).await
+    }
+
+    /// A fresh read of the lease: held by this replica and not expired by the local clock.
+    pub async fn check(&self, namespace: &str, uid: &str) -> Result<LeaseState> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+        let lease = api
+            .get_opt(&lease_name(uid))
+            .await
+            .map_err(|source| Error::Kube {
+                context: format!("reading lease {}", lease_name(uid)),
+                source,
+            })?;
+        Ok(match lease.and_then(|lease| lease.spec) {
+            Some(spec) if spec.holder_identity.as_deref() == Some(self.identity.as_str()) => {
+                let renewed = spec
+                    .renew_time
+                    .map(|t| t.0)
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                let duration =
+                    SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+                if renewed + duration > Timestamp::now() {
+                    LeaseState::Held
+                } else {
+                    LeaseState::NotHeld
+                }
+            }
+            _ => LeaseState::NotHeld,
+        })
+    }
+
+    /// Stops competing for the Apply's lease and releases it if held: a settled Apply costs
+    /// no renewals.
+    pub fn release(&self, uid: &str) {
+        if let Some(held) = self.lock().remove(uid) {
+            held.forwarder.abort();
+        }
+    }
+
+    /// Releases every lease (on shutdown).
+    pub fn release_all(&self) {
+        for (_, held) in self.lock().drain() {
+            held.forwarder.abort();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.managers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn create_owned_lease(&self, apply: &Apply, namespace: &str, uid: &str) -> Result<()> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(lease_name(uid)),
+                namespace: Some(namespace.to_owned()),
+                owner_references: apply.controller_owner_ref(&()).map(|owner| vec![owner]),
+                labels: Some([(crate::crd::LABEL_APPLY.to_owned(), apply.name_any())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                context: format!("creating lease {}", lease_name(uid)),
+                source,
+            }),
+        }
+    }
+}
+
+impl Drop for ApplyLeases {
+    fn drop(&mut self) {
+        self.release_all();
+    }
+}

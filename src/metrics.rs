@@ -1,0 +1,146 @@
+//! Prometheus metrics, served on `/metrics` by `admin`. Counters only move here; what they
+//! count is decided by the reconcilers.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels naming a controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    /// `apply`.
+    pub controller: String,
+}
+
+/// Labels of a reconcile error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `apply`.
+    pub controller: String,
+    /// The stable label of the [`crate::Error`] variant.
+    pub error: String,
+}
+
+/// Labels of an operation transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// The phase the operation entered.
+    pub phase: String,
+}
+
+/// Every metric baton exports.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Reconciles started, by controller.
+    pub reconciles: Family<ControllerLabels, Counter>,
+    /// Reconciles that failed, by controller and error.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// How long reconciles take.
+    pub reconcile_duration: Histogram,
+    /// Operations entering a phase (written by this replica).
+    pub operation_transitions: Family<PhaseLabels, Counter>,
+    /// Claims this replica won.
+    pub claims_won: Counter,
+    /// Claims lost to a conflict (another writer moved first).
+    pub claims_lost: Counter,
+    /// Apply leases this replica acquired.
+    pub lease_acquisitions: Counter,
+    /// Apply leases this replica lost or released.
+    pub lease_losses: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("baton");
+        let metrics = Metrics {
+            reconciles: Family::default(),
+            errors: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            operation_transitions: Family::default(),
+            claims_won: Counter::default(),
+            claims_lost: Counter::default(),
+            lease_acquisitions: Counter::default(),
+            lease_losses: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconciles",
+            "Reconciles started",
+            metrics.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciles",
+            metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "operation_transitions",
+            "Operations entering a phase, written by this replica",
+            metrics.operation_transitions.clone(),
+        );
+        registry.register(
+            "claims_won",
+            "Operation claims won",
+            metrics.claims_won.clone(),
+        );
+        registry.register(
+            "claims_lost",
+            "Operation claims lost to a conflict",
+            metrics.claims_lost.clone(),
+        );
+        registry.register(
+            "lease_acquisitions",
+            "Apply leases acquired",
+            metrics.lease_acquisitions.clone(),
+        );
+        registry.register(
+            "lease_losses",
+            "Apply leases lost or released",
+            metrics.lease_losses.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile of `controller` that took `elapsed`.
+    pub fn reconciled(&self, controller: &str, elapsed: Duration) {
+        self.reconciles
+            .get_or_create(&ControllerLabels {
+                controller: controller.to_owned(),
+            })
+            .inc();
+        self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a failed reconcile.
+    pub fn failed(&self, controller: &str, error: &crate::Error) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_owned(),
+                error: error.metric_label().to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
