@@ -37,7 +37,8 @@ mkdir -p "$state"
 state="$(cd "$state" && pwd)"
 if [[ -f "$state/pids" ]]; then
     while read -r pid; do
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2> /dev/null; then
+        # alive and still naming this state dir (not a reused pid)
+        if [[ "$pid" =~ ^[0-9]+$ ]] && grep -qF "$state/" "/proc/$pid/cmdline" 2> /dev/null; then
             die "a control plane is already running from $state (pid $pid); run stop.sh $state first"
         fi
     done < "$state/pids"
@@ -53,10 +54,14 @@ touch "$state/$marker"
 # --- cleanup on failure ------------------------------------------------------
 # On any failure or signal, stop whatever was started (stop.sh reads the pids
 # file, which grows as processes start) and keep the state dir for its logs.
+# fds 3 and 4 keep the original stdout/stderr: a signal can arrive while a
+# function runs with its output sent to /dev/null, and the trap runs there.
+exec 3>&1 4>&2
 ok=0
 on_exit() {
     local rc=$?
     ((ok)) && return
+    exec 1>&3 2>&4
     log "start-up failed (exit $rc); stopping what was started"
     BATON_KEEP_STATE=1 "$here/stop.sh" "$state" || true
     log "logs are kept in $state"
@@ -164,25 +169,28 @@ t_certs=$(now)
 
 # --- process helpers ---------------------------------------------------------
 last_pid=
-# start <name> <cmd...>: run detached in its own session (setsid does not fork
-# here, so $! is the real pid and stop.sh can signal the whole group).
+# start <name> <cmd...>: run detached in its own session. The child records
+# its own pid before it execs, so a signal to start.sh at any moment cannot
+# leave an unrecorded process; setsid does not fork here (the child is not a
+# process group leader), so the pid stays the same and stop.sh can signal the
+# whole group.
 start() {
     local name="$1"
     shift
-    setsid "$@" > "$state/$name.log" 2>&1 < /dev/null &
-    local pid=$!
-    echo "$pid" >> "$state/pids"
-    echo "$pid" > "$state/$name.pid"
-    last_pid=$pid
+    (
+        trap - EXIT INT TERM
+        echo "$BASHPID" >> "$state/pids"
+        echo "$BASHPID" > "$state/$name.pid"
+        exec setsid "$@" > "$state/$name.log" 2>&1 < /dev/null 3>&- 4>&-
+    ) &
+    last_pid=$!
 }
 
 # wait_for <name> <pid> <description> <check command...>
-# (The check must be quiet itself: a redirect here would also swallow the
-# output of the EXIT trap if a signal arrived during the check.)
 wait_for() {
     local name="$1" pid="$2" what="$3" deadline=$((SECONDS + timeout))
     shift 3
-    until "$@"; do
+    until "$@" > /dev/null 2>&1; do
         if ! kill -0 "$pid" 2> /dev/null; then
             log "$name exited; last lines of $state/$name.log:"
             tail -n 30 "$state/$name.log" >&2 || true
@@ -279,23 +287,23 @@ t_kcm=$(now)
 log "kube-controller-manager ready (garbage collector running) after $(since "$t_api" "$t_kcm")"
 
 # --- env file ----------------------------------------------------------------
-cat > "$state/env" << EOF
-export KUBECONFIG=$state/kubeconfig
-export BATON_CP_STATE_DIR=$state
-export BATON_CP_BIN_DIR=$bin_dir
-export BATON_CP_APISERVER_URL=$api_url
-export BATON_CP_APISERVER_PORT=$api_port
-export BATON_CP_ETCD_PORT=$etcd_port
-export BATON_CP_ETCD_PEER_PORT=$etcd_peer_port
-export BATON_CP_KCM_PORT=$kcm_port
-export BATON_CP_CA_FILE=$pki/ca.crt
-export BATON_CP_ADMIN_TOKEN=$admin_token
-export BATON_CP_BATON_TOKEN=$baton_token
-export BATON_CP_BATON_KUBECONFIG=$state/kubeconfig-baton
-export BATON_CP_ETCD_PID=$pid_etcd
-export BATON_CP_APISERVER_PID=$pid_kube_apiserver
-export BATON_CP_KCM_PID=$pid_kube_controller_manager
-EOF
+printf 'export %s=%q\n' \
+    KUBECONFIG "$state/kubeconfig" \
+    BATON_CP_STATE_DIR "$state" \
+    BATON_CP_BIN_DIR "$bin_dir" \
+    BATON_CP_APISERVER_URL "$api_url" \
+    BATON_CP_APISERVER_PORT "$api_port" \
+    BATON_CP_ETCD_PORT "$etcd_port" \
+    BATON_CP_ETCD_PEER_PORT "$etcd_peer_port" \
+    BATON_CP_KCM_PORT "$kcm_port" \
+    BATON_CP_CA_FILE "$pki/ca.crt" \
+    BATON_CP_ADMIN_TOKEN "$admin_token" \
+    BATON_CP_BATON_TOKEN "$baton_token" \
+    BATON_CP_BATON_KUBECONFIG "$state/kubeconfig-baton" \
+    BATON_CP_ETCD_PID "$pid_etcd" \
+    BATON_CP_APISERVER_PID "$pid_kube_apiserver" \
+    BATON_CP_KCM_PID "$pid_kube_controller_manager" \
+    > "$state/env"
 chmod 600 "$state/env"
 
 ok=1

@@ -3,10 +3,13 @@
 #
 # usage: stop.sh [STATE_DIR]      (default: ${TMPDIR:-/tmp}/baton-cp)
 #
-# Sends SIGTERM to each recorded process group (kube-controller-manager and
-# kube-apiserver before etcd), waits up to BATON_CP_STOP_GRACE seconds
-# (default 15), then sends SIGKILL. The state dir is removed unless
-# BATON_KEEP_STATE=1. Safe to run twice, or when start.sh failed.
+# Stops kube-controller-manager, then kube-apiserver, then etcd: SIGTERM to
+# each process group, up to 5 s each to exit, then up to BATON_CP_STOP_GRACE
+# seconds (default 15) for all, then SIGKILL. The processes are those listed in
+# STATE_DIR/pids plus any etcd/kube-apiserver/kube-controller-manager whose
+# command line names STATE_DIR (so nothing is missed if start.sh was killed
+# mid-way). The state dir is removed unless BATON_KEEP_STATE=1.
+# Safe to run twice, or after start.sh failed.
 set -euo pipefail
 
 state="${1:-${TMPDIR:-/tmp}/baton-cp}"
@@ -23,21 +26,53 @@ if [[ ! -f "$state/$marker" ]]; then
     log "error: $state was not made by start.sh; refusing to touch it"
     exit 1
 fi
+state="$(cd "$state" && pwd)"
 
-# A recorded pid counts only while its command line still names this state
-# dir, so a pid reused by an unrelated process is never signalled.
-ours() { # <pid>
-    local cmdline
-    cmdline="$(tr '\0' ' ' 2> /dev/null < "/proc/$1/cmdline")" || return 1
-    [[ "$cmdline" == *"$state"* ]]
+# A pid is ours while it is one of the three binaries and its command line
+# names a path inside this state dir (every one of them does), so a pid reused
+# by an unrelated process is never signalled. Sets R to the stop rank (0 first).
+R=
+rank() { # <pid>
+    local comm args
+    read -r comm 2> /dev/null < "/proc/$1/comm" || return 1
+    case "$comm" in
+        kube-controller* | kube-apiserver | etcd) ;;
+        *) return 1 ;;
+    esac
+    mapfile -d '' -t args 2> /dev/null < "/proc/$1/cmdline" || return 1
+    [[ "${args[*]}" == *"$state/"* ]] || return 1
+    case "$comm" in
+        kube-controller*) R=0 ;;
+        kube-apiserver) R=1 ;;
+        *) R=2 ;;
+    esac
 }
+ours() { rank "$1"; }
 
-pids=()
+candidates=()
 if [[ -f "$state/pids" ]]; then
     while read -r pid; do
-        [[ "$pid" =~ ^[0-9]+$ ]] && pids=("$pid" "${pids[@]}") # reverse order
+        [[ "$pid" =~ ^[0-9]+$ ]] && candidates+=("$pid")
     done < "$state/pids"
 fi
+for dir in /proc/[0-9]*; do
+    candidates+=("${dir#/proc/}")
+done
+
+# Unique, ours, ordered by rank.
+declare -A rank_of=()
+for pid in "${candidates[@]}"; do
+    [[ -z "${rank_of[$pid]:-}" ]] || continue
+    R=none
+    rank "$pid" || true
+    rank_of[$pid]=$R
+done
+pids=()
+for r in 0 1 2; do
+    for pid in "${!rank_of[@]}"; do
+        [[ "${rank_of[$pid]}" == "$r" ]] && pids+=("$pid")
+    done
+done
 
 alive() {
     local pid
@@ -47,21 +82,14 @@ alive() {
     return 1
 }
 
-signal_all() { # <signal>
-    local pid
-    for pid in "${pids[@]}"; do
-        # Each process leads its own process group (started with setsid).
-        if ours "$pid"; then
-            kill "-$1" -- "-$pid" 2> /dev/null || kill "-$1" "$pid" 2> /dev/null || true
-        fi
-    done
+signal() { # <signal> <pid>: the whole process group (each one leads its own)
+    kill "-$1" -- "-$2" 2> /dev/null || kill "-$1" "$2" 2> /dev/null || true
 }
 
-if ((${#pids[@]})) && alive; then
-    # Stop in reverse start order: controllers first, etcd last.
+if ((${#pids[@]})); then
     for pid in "${pids[@]}"; do
         ours "$pid" || continue
-        kill -TERM -- "-$pid" 2> /dev/null || kill -TERM "$pid" 2> /dev/null || true
+        signal TERM "$pid"
         for ((i = 0; i < 50; i++)); do
             ours "$pid" || break
             sleep 0.1
@@ -73,7 +101,9 @@ if ((${#pids[@]})) && alive; then
     done
     if alive; then
         log "sending SIGKILL to processes still running after ${grace}s"
-        signal_all KILL
+        for pid in "${pids[@]}"; do
+            ours "$pid" && signal KILL "$pid"
+        done
         for ((i = 0; i < 50; i++)); do
             alive || break
             sleep 0.1
@@ -83,9 +113,9 @@ if ((${#pids[@]})) && alive; then
         log "error: some processes survived SIGKILL: ${pids[*]}"
         exit 1
     fi
-    # The processes were re-parented to init when start.sh exited; until init
-    # reaps them they linger as zombies. Give it a moment so that a pgrep
-    # right after stop.sh finds nothing.
+    # Once start.sh has exited the processes belong to init, and linger as
+    # zombies until it reaps them. Give it a moment so that a pgrep right
+    # after stop.sh finds nothing.
     for ((i = 0; i < 30; i++)); do
         zombies=0
         for pid in "${pids[@]}"; do
@@ -97,7 +127,7 @@ if ((${#pids[@]})) && alive; then
     done
     log "stopped pids ${pids[*]}"
 else
-    log "no running processes recorded in $state"
+    log "no running processes found for $state"
 fi
 : > "$state/pids"
 

@@ -7,10 +7,28 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+/// Waits until the operator applied `name`: an operation is `Running` from its claim, a moment
+/// before its manifests reach the API server.
+async fn applied<K>(api: &Api<K>, name: &str) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    crate::wait_for(
+        &format!("{name} to be applied"),
+        std::time::Duration::from_secs(30),
+        || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.ok().flatten() }
+        },
+    )
+    .await
+}
+
 async fn patch_status<K>(api: Api<K>, name: &str, status: serde_json::Value)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    applied(&api, name).await;
     api.patch_status(
         name,
         &PatchParams::default(),
@@ -23,7 +41,7 @@ where
 /// The Deployment's pods all came up: rolled out and available.
 pub async fn deployment_rolled_out(client: &Client, namespace: &str, name: &str) {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let deployment = api.get(name).await.expect("the Deployment exists");
+    let deployment = applied(&api, name).await;
     let generation = deployment.metadata.generation.unwrap_or(1);
     let replicas = deployment.spec.and_then(|spec| spec.replicas).unwrap_or(1);
     patch_status(api, name, json!({

@@ -19,6 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use serde::Deserialize;
 
 /// Field manager of everything the harness writes.
 pub const HARNESS_MANAGER: &str = "baton-e2e";
@@ -281,4 +282,120 @@ pub fn kubectl(args: &[&str]) -> std::process::Output {
         .env("KUBECONFIG", &cluster().kubeconfig)
         .output()
         .expect("kubectl is installed (see e2e/control-plane/README.md)")
+}
+
+/// Installs the operator's RBAC from `config/rbac/` (idempotent).
+pub async fn install_operator_rbac(client: &Client) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let text = std::fs::read_to_string(repo_root().join("config/rbac/role.yaml"))
+        .expect("config/rbac/role.yaml");
+    let pp = PatchParams::apply(HARNESS_MANAGER).force();
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        let value = serde_json::Value::deserialize(document).expect("a YAML document");
+        match value["kind"].as_str() {
+            Some("ClusterRole") => {
+                let role: ClusterRole = serde_json::from_value(value).expect("a ClusterRole");
+                let name = role.metadata.name.clone().unwrap_or_default();
+                Api::<ClusterRole>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&role))
+                    .await
+                    .expect("applying the ClusterRole");
+            }
+            Some("ClusterRoleBinding") => {
+                let binding: ClusterRoleBinding =
+                    serde_json::from_value(value).expect("a ClusterRoleBinding");
+                let name = binding.metadata.name.clone().unwrap_or_default();
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(&name, &pp, &Patch::Apply(&binding))
+                    .await
+                    .expect("applying the ClusterRoleBinding");
+            }
+            other => panic!("unexpected kind {other:?} in config/rbac/role.yaml"),
+        }
+    }
+}
+
+/// The `baton` binary of this checkout, built once per test run.
+pub fn baton_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--quiet", "-p", "baton", "--bin", "baton"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building the baton binary failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            target.join("debug").join("baton")
+        })
+        .clone()
+}
+
+/// A running `baton run` process, scoped to one namespace, killed when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    /// Where its logs go.
+    pub log: PathBuf,
+}
+
+/// Timings that make failover quick in tests: a 3 s lease renewed 1 s before expiry, and
+/// health checked every 300 ms.
+pub const TEST_LEASE_SECONDS: u64 = 3;
+
+impl Operator {
+    /// Starts an operator that runs with the operator's own service account (RBAC from
+    /// `config/rbac/`) and watches only `namespace`.
+    pub async fn start(client: &Client, namespace: &str) -> Operator {
+        install_operator_rbac(client).await;
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let logs = repo_root().join("target/e2e-logs");
+        std::fs::create_dir_all(&logs).expect("creating target/e2e-logs");
+        let log = logs.join(format!(
+            "{namespace}-{}.log",
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("creating the operator log");
+        let kubeconfig = cluster()
+            .operator_kubeconfig
+            .clone()
+            .unwrap_or_else(|| cluster().kubeconfig.clone());
+        let child = Command::new(baton_binary())
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--lease-duration-seconds",
+                &TEST_LEASE_SECONDS.to_string(),
+                "--lease-grace-seconds",
+                "1",
+                "--health-poll-seconds",
+                "0.3",
+                "--admin-address",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,baton=debug,kube_lease_manager=warn")
+            .env_remove("POD_NAME")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("a log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("starting baton run");
+        Operator { child, log }
+    }
+
+    /// SIGKILL: no cleanup, no lease release, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

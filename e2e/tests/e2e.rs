@@ -4,4 +4,6 @@
 mod e2e {
     pub mod admission;
     pub mod control_plane;
+    pub mod scenarios;
+    pub mod support;
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -425,12 +426,21 @@ async fn write_status(
 
 async fn publish(apply: &Apply, note: &Note, context: &Context) {
     let (type_, reason, message) = describe(note, context.leases.identity());
+    // The related Operation keeps one operation's Events apart from another's: the recorder
+    // folds Events with the same reason and references into one series.
+    let secondary = note.operation().map(|operation| ObjectReference {
+        api_version: Some(Operation::api_version(&()).into_owned()),
+        kind: Some(Operation::kind(&()).into_owned()),
+        name: Some(format!("{}-{operation}", apply.name_any())),
+        namespace: apply.namespace(),
+        ..ObjectReference::default()
+    });
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(truncate(message, 1000)),
         action: reason.to_owned(),
-        secondary: None,
+        secondary,
     };
     if let Err(error) = context
         .recorder

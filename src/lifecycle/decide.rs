@@ -135,6 +135,21 @@ pub enum Note {
     Settled { phase: ApplyPhase, message: String },
 }
 
+impl Note {
+    /// The operation the note is about, if any.
+    pub fn operation(&self) -> Option<&str> {
+        match self {
+            Note::Started { operation, .. }
+            | Note::TakenOver { operation, .. }
+            | Note::Succeeded { operation, .. }
+            | Note::Failed { operation, .. }
+            | Note::Stopped { operation }
+            | Note::Resumed { operation } => Some(operation),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of [`decide`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {

@@ -1,0 +1,243 @@
+//! Helpers shared by the operator scenarios: building Applies, waiting for phases, reading
+//! operations and Events.
+
+use std::time::Duration;
+
+use baton::crd::{
+    Apply, ApplyPhase, ApplySpec, ApplyTemplate, DedupOn, FailurePolicy, Operation, OperationEntry,
+    OperationPhase, Target,
+};
+use baton_e2e::{Operator, TestNamespace, admin_client, service_account_with_rules, wait_for};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+/// The service account Applies in these tests impersonate.
+pub const DEPLOYER: &str = "deployer";
+/// How long a scenario waits for any one thing.
+pub const PATIENCE: Duration = Duration::from_secs(45);
+
+/// A test's world: a namespace, a deployer service account allowed to manage workloads
+/// there, and an operator watching it.
+pub struct World {
+    pub client: Client,
+    pub ns: TestNamespace,
+    pub operator: Operator,
+}
+
+impl World {
+    pub async fn new(prefix: &str) -> World {
+        let client = admin_client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        allow_deployer(&client, &ns.name).await;
+        let operator = Operator::start(&client, &ns.name).await;
+        World {
+            client,
+            ns,
+            operator,
+        }
+    }
+
+    pub fn applies(&self) -> Api<Apply> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    pub fn operations(&self) -> Api<Operation> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    pub async fn create(&self, name: &str, spec: ApplySpec) -> Apply {
+        self.applies()
+            .create(&PostParams::default(), &Apply::new(name, spec))
+            .await
+            .expect("creating the Apply")
+    }
+
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        self.applies()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .expect("patching the Apply");
+    }
+
+    pub async fn apply(&self, name: &str) -> Apply {
+        self.applies().get(name).await.expect("reading the Apply")
+    }
+
+    pub async fn operation(&self, apply: &str, operation: &str) -> Operation {
+        self.operations()
+            .get(&format!("{apply}-{operation}"))
+            .await
+            .expect("reading an Operation")
+    }
+
+    pub async fn phases(&self, apply: &str) -> Vec<(String, OperationPhase, u32)> {
+        let mut operations = self
+            .operations()
+            .list(&ListParams::default().labels(&format!("baton.dev/apply={apply}")))
+            .await
+            .expect("listing operations")
+            .items;
+        operations.sort_by_key(|op| op.spec.index);
+        operations
+            .into_iter()
+            .map(|op| {
+                let status = op.status.unwrap_or_default();
+                (op.spec.name, status.phase, status.attempt)
+            })
+            .collect()
+    }
+
+    pub async fn wait_apply_phase(&self, name: &str, phase: ApplyPhase) -> Apply {
+        let applies = self.applies();
+        wait_for(&format!("Apply `{name}` to be {phase:?}"), PATIENCE, || {
+            let applies = applies.clone();
+            async move {
+                let apply = applies.get(name).await.ok()?;
+                (apply.status.as_ref()?.phase == Some(phase)).then_some(apply)
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_operation_phase(
+        &self,
+        apply: &str,
+        operation: &str,
+        phase: OperationPhase,
+    ) -> Operation {
+        let operations = self.operations();
+        let object = format!("{apply}-{operation}");
+        wait_for(
+            &format!("operation `{object}` to be {phase:?}"),
+            PATIENCE,
+            || {
+                let operations = operations.clone();
+                let object = object.clone();
+                async move {
+                    let op = operations.get(&object).await.ok()?;
+                    (op.status.as_ref()?.phase == phase).then_some(op)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Events recorded on the Apply, oldest first, as `(reason, note)`.
+    pub async fn events(&self, apply: &str) -> Vec<(String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let mut items: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .expect("listing events")
+            .items
+            .into_iter()
+            .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(apply))
+            .collect();
+        items.sort_by_key(|event| {
+            event.event_time.as_ref().map(|t| t.0).or(event
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0))
+        });
+        items
+            .into_iter()
+            .map(|event| {
+                (
+                    event.reason.unwrap_or_default(),
+                    event.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn allow_deployer(client: &Client, namespace: &str) {
+    let rule = |groups: &[&str], resources: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: [
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..PolicyRule::default()
+    };
+    service_account_with_rules(
+        client,
+        namespace,
+        DEPLOYER,
+        vec![
+            rule(&[""], &["configmaps"]),
+            rule(&["apps"], &["deployments"]),
+            rule(&["batch"], &["jobs"]),
+        ],
+    )
+    .await;
+}
+
+pub fn config_map(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"step": name}})
+}
+
+pub fn deployment(name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
+        },
+    })
+}
+
+pub fn job(name: &str) -> Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "run", "image": "registry.invalid/job:1"}]}},
+        },
+    })
+}
+
+/// A spec whose operations all target `namespace`, each with its own manifests.
+pub fn spec(
+    namespace: &str,
+    policy: FailurePolicy,
+    max_concurrent: u32,
+    operations: Vec<(&str, Value)>,
+) -> ApplySpec {
+    ApplySpec {
+        operations: operations
+            .into_iter()
+            .map(|(name, manifest)| OperationEntry {
+                name: name.to_owned(),
+                target: Target {
+                    namespace: namespace.to_owned(),
+                    cluster: None,
+                },
+                manifests: Some(vec![manifest]),
+                timeout: "10m".to_owned(),
+            })
+            .collect(),
+        template: None::<ApplyTemplate>,
+        on_failure: policy,
+        max_concurrent,
+        stop: false,
+        dismiss_error: None,
+        service_account_name: Some(DEPLOYER.to_owned()),
+        idempotency_key: None,
+        dedup_on: DedupOn::Success,
+    }
+}
