@@ -211,23 +211,17 @@ async fn observe_runs(
                         inventory
                     }
                     Err(message) => {
-                        let message = format!("operation `{}`: {message}", op.spec.name);
+                        info!(operation = %op.spec.name, attempt = status.attempt, %message, "apply failed");
                         health.insert(op.spec.name.clone(), Health::DispatchFailed(message));
                         continue;
                     }
                 }
             }
         };
-        let verdict = match context
+        let verdict = context
             .engine
             .health(namespace, &service_account, &inventory)
-            .await
-        {
-            Health::Unhealthy(message) => {
-                Health::Unhealthy(format!("operation `{}`: {message}", op.spec.name))
-            }
-            other => other,
-        };
+            .await;
         health.insert(op.spec.name.clone(), verdict);
     }
     health
@@ -439,7 +433,12 @@ async fn publish(apply: &Apply, note: &Note, context: &Context) {
         type_,
         reason: reason.to_owned(),
         note: Some(truncate(message, 1000)),
-        action: reason.to_owned(),
+        // The recorder also folds Events that share an action: naming the attempt keeps every
+        // run of an operation in the history.
+        action: match note.attempt() {
+            Some(attempt) => format!("{reason}Attempt{attempt}"),
+            None => reason.to_owned(),
+        },
         secondary,
     };
     if let Err(error) = context

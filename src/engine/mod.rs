@@ -253,10 +253,46 @@ fn describe_api_error(
             let reason = if status.reason.is_empty() {
                 "error".to_owned()
             } else {
-                status.reason.to_lowercase()
+                words(&status.reason)
             };
             format!("{object}: {reason}: {}", status.message)
         }
         other => format!("{object}: {other}"),
+    }
+}
+
+/// `NotFound` → `not found`: the API server's reason, as words.
+fn words(reason: &str) -> String {
+    let mut text = String::with_capacity(reason.len() + 4);
+    for (position, c) in reason.chars().enumerate() {
+        if c.is_uppercase() && position > 0 {
+            text.push(' ');
+        }
+        text.extend(c.to_lowercase());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_reasons_read_as_words() {
+        assert_eq!(words("NotFound"), "not found");
+        assert_eq!(words("Forbidden"), "forbidden");
+        assert_eq!(words("AlreadyExists"), "already exists");
+    }
+
+    #[test]
+    fn api_versions_split_into_group_and_version() {
+        assert_eq!(
+            api_version_kind("apps/v1", "Deployment"),
+            GroupVersionKind::gvk("apps", "v1", "Deployment")
+        );
+        assert_eq!(
+            api_version_kind("v1", "ConfigMap"),
+            GroupVersionKind::gvk("", "v1", "ConfigMap")
+        );
     }
 }

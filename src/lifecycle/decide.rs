@@ -148,6 +148,17 @@ impl Note {
             _ => None,
         }
     }
+
+    /// The attempt the note is about, if any.
+    pub fn attempt(&self) -> Option<u32> {
+        match self {
+            Note::Started { attempt, .. }
+            | Note::TakenOver { attempt, .. }
+            | Note::Succeeded { attempt, .. }
+            | Note::Failed { attempt, .. } => Some(*attempt),
+            _ => None,
+        }
+    }
 }
 
 /// The outcome of [`decide`].
