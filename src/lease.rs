@@ -6,7 +6,7 @@
 //! It must not decide anything about operations: holding the lease only opens the gate.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::crd::Apply;
 use crate::lifecycle::LeaseState;
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// Prefix of every apply lease's name.
@@ -50,6 +51,7 @@ pub struct ApplyLeases {
     identity: String,
     timing: LeaseTiming,
     wake: UnboundedSender<ObjectRef<Apply>>,
+    metrics: Arc<Metrics>,
     managers: Mutex<HashMap<String, Held>>,
 }
 
@@ -60,12 +62,14 @@ impl ApplyLeases {
         identity: String,
         timing: LeaseTiming,
         wake: UnboundedSender<ObjectRef<Apply>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         ApplyLeases {
             client,
             identity,
             timing,
             wake,
+            metrics,
             managers: Mutex::new(HashMap::new()),
         }
     }
@@ -98,11 +102,17 @@ impl ApplyLeases {
                 })?;
             let (mut receiver, _renewer) = manager.watch().await;
             let wake = self.wake.clone();
+            let metrics = self.metrics.clone();
             let apply_ref = ObjectRef::from_obj(apply);
             // Owns the only receiver: aborting it closes the channel, and the manager then
             // releases the lease and ends.
             let forwarder = tokio::spawn(async move {
                 while receiver.changed().await.is_ok() {
+                    if *receiver.borrow() {
+                        metrics.lease_acquisitions.inc();
+                    } else {
+                        metrics.lease_losses.inc();
+                    }
                     if wake.send(apply_ref.clone()).is_err() {
                         break;
                     }

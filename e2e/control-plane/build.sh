@@ -86,9 +86,21 @@ if ! command -v go > /dev/null 2>&1; then
     fi
 fi
 
+# Leftovers of a build that was killed outright (we hold the lock, so no
+# other build is using them).
+rm -rf "$dest"/.build.*
 tmp="$(mktemp -d "$dest/.build.XXXXXX")"
-cleanup() { rm -rf "$tmp"; }
+go_pid=
+cleanup() {
+    if [[ -n "$go_pid" ]]; then
+        kill -TERM "$go_pid" 2> /dev/null || true
+        wait "$go_pid" 2> /dev/null || true
+    fi
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 export CGO_ENABLED=0
 par="${BATON_BUILD_P:-2}"
@@ -106,7 +118,12 @@ build() { # <name> <module dir> <ldflags> <package>
     local name="$1" dir="$2" ldflags="$3" pkg="$4" start
     echo "building $name (first run, takes several minutes)..." >&2
     start=$SECONDS
-    go build -C "$dir" -p "$par" -trimpath -ldflags "$ldflags" -o "$tmp/bin/$name" "$pkg"
+    # In the background so that a signal to this script is handled at once
+    # (bash runs traps only after a foreground child exits).
+    go build -C "$dir" -p "$par" -trimpath -ldflags "$ldflags" -o "$tmp/bin/$name" "$pkg" &
+    go_pid=$!
+    wait "$go_pid"
+    go_pid=
     echo "built $name in $((SECONDS - start))s" >&2
 }
 

@@ -339,6 +339,8 @@ pub struct Operator {
     child: std::process::Child,
     /// Where its logs go.
     pub log: PathBuf,
+    /// Where it serves `/metrics`, `/healthz` and `/readyz`.
+    pub admin: std::net::SocketAddr,
 }
 
 /// Timings that make failover quick in tests: a 3 s lease renewed 1 s before expiry, and
@@ -362,6 +364,9 @@ impl Operator {
             .operator_kubeconfig
             .clone()
             .unwrap_or_else(|| cluster().kubeconfig.clone());
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port");
         let child = Command::new(baton_binary())
             .args([
                 "run",
@@ -374,7 +379,7 @@ impl Operator {
                 "--health-poll-seconds",
                 "0.3",
                 "--admin-address",
-                "127.0.0.1:0",
+                &admin.to_string(),
             ])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,baton=debug,kube_lease_manager=warn")
@@ -384,7 +389,7 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("starting baton run");
-        Operator { child, log }
+        Operator { child, log, admin }
     }
 
     /// SIGKILL: no cleanup, no lease release, as in a crash.
@@ -398,4 +403,22 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback: `(status code, body)`, or `None` while nothing answers.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
 }

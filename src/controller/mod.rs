@@ -125,6 +125,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             settings.identity.clone(),
             settings.lease,
             wake,
+            metrics.clone(),
         ),
         engine: Engine::new(config, client.clone()),
         metrics,
@@ -145,16 +146,34 @@ pub async fn run(settings: Settings) -> Result<()> {
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Relaxed);
-            tracing::info!("caches synced; ready");
+        // Polled again and again: the store wakes only its most recent waiter, and the
+        // controller's own runner waits on it too.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
     });
     tracing::info!(identity = %settings.identity, namespace = ?settings.namespace, "baton operator starting");
     controller
         .shutdown_on_signal()
         .run(apply::reconcile, error_policy, context.clone())
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|outcome| {
+            // Reconcile failures are logged by `error_policy`; watch failures only here.
+            if let Err(error) = outcome
+                && !matches!(
+                    error,
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                )
+            {
+                tracing::warn!(%error, "controller");
+            }
+            futures::future::ready(())
+        })
         .await;
     context.leases.release_all();
     // Give the lease managers a moment to release, so a successor need not wait for expiry.

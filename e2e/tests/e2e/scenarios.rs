@@ -74,6 +74,17 @@ async fn three_operations_run_strictly_in_order() {
     let status = apply.status.expect("a status");
     assert!(status.completed_at.is_some(), "completedAt is set");
     assert_eq!(status.progress, "3/3");
+    let inventory = world
+        .operation("ordered", "a")
+        .await
+        .status
+        .map(|s| s.inventory)
+        .unwrap_or_default();
+    assert_eq!(inventory.len(), 1, "the operation records what it applied");
+    assert_eq!(
+        (inventory[0].kind.as_str(), inventory[0].name.as_str()),
+        ("Deployment", "web-a")
+    );
 
     let reasons: Vec<String> = world
         .events("ordered")
@@ -661,4 +672,41 @@ async fn two_replicas_share_twenty_applies_without_double_claims() {
         assert_eq!(starts, 2, "{name}: one claim per operation: {events:?}");
     }
     drop(second);
+}
+
+#[tokio::test]
+async fn metrics_and_probes_are_served() {
+    let world = World::new("metrics").await;
+    let ns = world.ns.name.clone();
+    let admin = world.operator.admin;
+    wait_for("/readyz to answer 200", PATIENCE, || async move {
+        matches!(baton_e2e::http_get(admin, "/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        baton_e2e::http_get(admin, "/healthz")
+            .await
+            .map(|(code, _)| code),
+        Some(200)
+    );
+    world
+        .create(
+            "m",
+            spec(&ns, FailurePolicy::Halt, 1, vec![("a", config_map("a"))]),
+        )
+        .await;
+    world.wait_apply_phase("m", ApplyPhase::Succeeded).await;
+    let (code, body) = baton_e2e::http_get(admin, "/metrics")
+        .await
+        .expect("/metrics answers");
+    assert_eq!(code, 200);
+    for metric in [
+        "baton_reconciles_total{controller=\"apply\"}",
+        "baton_reconcile_duration_seconds_bucket",
+        "baton_claims_won_total 1",
+        "baton_operation_transitions_total{phase=\"Succeeded\"} 1",
+        "baton_lease_acquisitions_total",
+    ] {
+        assert!(body.contains(metric), "/metrics lacks `{metric}`:\n{body}");
+    }
 }
