@@ -31,16 +31,10 @@ pub async fn serve(address: SocketAddr, state: AdminState) -> Result<()> {
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|source| Error::Io {
-            path: format!("admin address {address}"),
-            source,
-        })?;
+        .map_err(|source| Error::Io { path: format!("admin address {address}"), source })?;
     axum::serve(listener, app)
         .await
-        .map_err(|source| Error::Io {
-            path: format!("admin server on {address}"),
-            source,
-        })
+        .map_err(|source| Error::Io { path: format!("admin server on {address}"), source })
 }
 
 async fn metrics(State(state): State<AdminState>) -> String {

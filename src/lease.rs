@@ -126,19 +126,13 @@ impl ApplyLeases {
     /// A fresh read of the lease: held by this replica and not expired by the local clock.
     pub async fn check(&self, namespace: &str, uid: &str) -> Result<LeaseState> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
-        let lease = api
-            .get_opt(&lease_name(uid))
-            .await
-            .map_err(|source| Error::Kube {
-                context: format!("reading lease {}", lease_name(uid)),
-                source,
-            })?;
+        let lease = api.get_opt(&lease_name(uid)).await.map_err(|source| Error::Kube {
+            context: format!("reading lease {}", lease_name(uid)),
+            source,
+        })?;
         Ok(match lease.and_then(|lease| lease.spec) {
             Some(spec) if spec.holder_identity.as_deref() == Some(self.identity.as_str()) => {
-                let renewed = spec
-                    .renew_time
-                    .map(|t| t.0)
-                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                let renewed = spec.renew_time.map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
                 let duration =
                     SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
                 if renewed + duration > Timestamp::now() {
@@ -167,9 +161,7 @@ impl ApplyLeases {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
-        self.managers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.managers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn create_owned_lease(&self, apply: &Apply, namespace: &str, uid: &str) -> Result<()> {
@@ -187,10 +179,9 @@ impl ApplyLeases {
         match api.create(&PostParams::default(), &lease).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(source) => Err(Error::Kube {
-                context: format!("creating lease {}", lease_name(uid)),
-                source,
-            }),
+            Err(source) => {
+                Err(Error::Kube { context: format!("creating lease {}", lease_name(uid)), source })
+            }
         }
     }
 }

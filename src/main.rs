@@ -7,11 +7,7 @@ use baton::{Error, Result, crd};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "baton",
-    version,
-    about = "Rollouts through an ordered list of targets"
-)]
+#[command(name = "baton", version, about = "Rollouts through an ordered list of targets")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,17 +80,14 @@ fn run(args: RunArgs) -> Result<()> {
         lease: baton::lease::LeaseTiming {
             duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
             grace: std::time::Duration::from_secs(
-                args.lease_grace_seconds
-                    .clamp(1, args.lease_duration_seconds.max(2) - 1),
+                args.lease_grace_seconds.clamp(1, args.lease_duration_seconds.max(2) - 1),
             ),
         },
         admin_address: args.admin_address,
         concurrency: args.concurrency.max(1),
     };
-    let runtime = tokio::runtime::Runtime::new().map_err(|source| Error::Io {
-        path: "the async runtime".into(),
-        source,
-    })?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|source| Error::Io { path: "the async runtime".into(), source })?;
     runtime.block_on(baton::controller::run(settings))
 }
 
@@ -104,25 +97,17 @@ fn print_crds(out_dir: Option<PathBuf>) -> Result<()> {
         Some(dir) => {
             for (file, yaml) in crds {
                 let path = dir.join(file);
-                std::fs::write(&path, yaml).map_err(|source| Error::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                std::fs::write(&path, yaml)
+                    .map_err(|source| Error::Io { path: path.display().to_string(), source })?;
             }
         }
         None => {
             let mut stdout = std::io::stdout().lock();
-            let stream = crds
-                .iter()
-                .map(|(_, yaml)| yaml.as_str())
-                .collect::<Vec<_>>()
-                .join("---\n");
+            let stream =
+                crds.iter().map(|(_, yaml)| yaml.as_str()).collect::<Vec<_>>().join("---\n");
             stdout
                 .write_all(stream.as_bytes())
-                .map_err(|source| Error::Io {
-                    path: "standard output".into(),
-                    source,
-                })?;
+                .map_err(|source| Error::Io { path: "standard output".into(), source })?;
         }
     }
     Ok(())

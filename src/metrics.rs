@@ -68,16 +68,8 @@ impl Default for Metrics {
             lease_losses: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "reconciles",
-            "Reconciles started",
-            metrics.reconciles.clone(),
-        );
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed",
-            metrics.errors.clone(),
-        );
+        registry.register("reconciles", "Reconciles started", metrics.reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed", metrics.errors.clone());
         registry.register(
             "reconcile_duration_seconds",
             "Duration of reconciles",
@@ -88,11 +80,7 @@ impl Default for Metrics {
             "Operations entering a phase, written by this replica",
             metrics.operation_transitions.clone(),
         );
-        registry.register(
-            "claims_won",
-            "Operation claims won",
-            metrics.claims_won.clone(),
-        );
+        registry.register("claims_won", "Operation claims won", metrics.claims_won.clone());
         registry.register(
             "claims_lost",
             "Operation claims lost to a conflict",
@@ -108,10 +96,7 @@ impl Default for Metrics {
             "Apply leases lost or released",
             metrics.lease_losses.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
+        Metrics { registry, ..metrics }
     }
 }
 
@@ -119,9 +104,7 @@ impl Metrics {
     /// Records one reconcile of `controller` that took `elapsed`.
     pub fn reconciled(&self, controller: &str, elapsed: Duration) {
         self.reconciles
-            .get_or_create(&ControllerLabels {
-                controller: controller.to_owned(),
-            })
+            .get_or_create(&ControllerLabels { controller: controller.to_owned() })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
     }

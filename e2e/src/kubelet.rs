@@ -13,14 +13,10 @@ async fn applied<K>(api: &Api<K>, name: &str) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    crate::wait_for(
-        &format!("{name} to be applied"),
-        std::time::Duration::from_secs(30),
-        || {
-            let api = api.clone();
-            async move { api.get_opt(name).await.ok().flatten() }
-        },
-    )
+    crate::wait_for(&format!("{name} to be applied"), std::time::Duration::from_secs(30), || {
+        let api = api.clone();
+        async move { api.get_opt(name).await.ok().flatten() }
+    })
     .await
 }
 
@@ -29,13 +25,9 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     applied(&api, name).await;
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("writing the status of {name}: {error}"));
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .unwrap_or_else(|error| panic!("writing the status of {name}: {error}"));
 }
 
 /// The Deployment's pods all came up: rolled out and available.
@@ -58,13 +50,8 @@ pub async fn deployment_rolled_out(client: &Client, namespace: &str, name: &str)
 /// The Deployment ran past its progress deadline.
 pub async fn deployment_failed(client: &Client, namespace: &str, name: &str) {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let generation = api
-        .get(name)
-        .await
-        .expect("the Deployment exists")
-        .metadata
-        .generation
-        .unwrap_or(1);
+    let generation =
+        api.get(name).await.expect("the Deployment exists").metadata.generation.unwrap_or(1);
     patch_status(
         api,
         name,

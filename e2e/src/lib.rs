@@ -49,10 +49,7 @@ pub fn cluster() -> &'static ClusterHandle {
             let kubeconfig = std::env::var_os("KUBECONFIG")
                 .map(PathBuf::from)
                 .expect("BATON_E2E_USE_EXISTING=1 needs KUBECONFIG to point at the cluster");
-            return ClusterHandle {
-                kubeconfig,
-                operator_kubeconfig: None,
-            };
+            return ClusterHandle { kubeconfig, operator_kubeconfig: None };
         }
         start_control_plane()
     })
@@ -121,30 +118,22 @@ pub async fn install_crds(client: &Client) {
         let text = std::fs::read_to_string(&path).expect("reading a CRD file");
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).expect("a CRD");
         let name = crd.metadata.name.clone().expect("a named CRD");
-        crds.patch(
-            &name,
-            &PatchParams::apply(HARNESS_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("installing {file}: {error}"));
-        wait_for(
-            &format!("CRD {name} to be Established"),
-            Duration::from_secs(30),
-            || {
-                let crds = crds.clone();
-                let name = name.clone();
-                async move {
-                    let crd = crds.get(&name).await.ok()?;
-                    let established = crd
-                        .status?
-                        .conditions?
-                        .into_iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    established.then_some(())
-                }
-            },
-        )
+        crds.patch(&name, &PatchParams::apply(HARNESS_MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|error| panic!("installing {file}: {error}"));
+        wait_for(&format!("CRD {name} to be Established"), Duration::from_secs(30), || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
         .await;
     }
 }
@@ -201,10 +190,7 @@ impl TestNamespace {
             .create(&PostParams::default(), &namespace)
             .await
             .unwrap_or_else(|error| panic!("creating namespace {name}: {error}"));
-        TestNamespace {
-            name,
-            client: client.clone(),
-        }
+        TestNamespace { name, client: client.clone() }
     }
 }
 
@@ -218,9 +204,8 @@ impl Drop for TestNamespace {
         // Best effort, off the test's runtime: the namespace controller does the rest.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
+                let _ =
+                    Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
             });
         }
     }
@@ -239,18 +224,12 @@ pub async fn service_account_with_rules(
         namespace: Some(namespace.to_owned()),
         ..ObjectMeta::default()
     };
-    let account = ServiceAccount {
-        metadata: meta.clone(),
-        ..ServiceAccount::default()
-    };
+    let account = ServiceAccount { metadata: meta.clone(), ..ServiceAccount::default() };
     Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .patch(name, &pp, &Patch::Apply(&account))
         .await
         .expect("applying the service account");
-    let role = Role {
-        metadata: meta.clone(),
-        rules: Some(rules),
-    };
+    let role = Role { metadata: meta.clone(), rules: Some(rules) };
     Api::<Role>::namespaced(client.clone(), namespace)
         .patch(name, &pp, &Patch::Apply(&role))
         .await
@@ -355,15 +334,10 @@ impl Operator {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let logs = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("creating target/e2e-logs");
-        let log = logs.join(format!(
-            "{namespace}-{}.log",
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let log = logs.join(format!("{namespace}-{}.log", COUNT.fetch_add(1, Ordering::Relaxed)));
         let file = std::fs::File::create(&log).expect("creating the operator log");
-        let kubeconfig = cluster()
-            .operator_kubeconfig
-            .clone()
-            .unwrap_or_else(|| cluster().kubeconfig.clone());
+        let kubeconfig =
+            cluster().operator_kubeconfig.clone().unwrap_or_else(|| cluster().kubeconfig.clone());
         let admin = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port");
@@ -416,9 +390,6 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> Option<(u16,
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((code, body))
 }

@@ -45,9 +45,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     let namespace = apply
         .namespace()
         .ok_or_else(|| Error::Invalid(format!("Apply `{name}` has no namespace")))?;
-    let uid = apply
-        .uid()
-        .ok_or_else(|| Error::Invalid(format!("Apply `{name}` has no uid")))?;
+    let uid = apply.uid().ok_or_else(|| Error::Invalid(format!("Apply `{name}` has no uid")))?;
     let operations: Api<Operation> = Api::namespaced(context.client.clone(), &namespace);
 
     // read
@@ -130,9 +128,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         publish(apply, note, context).await;
     }
 
-    let running = children
-        .iter()
-        .any(|child| child.status.phase == OperationPhase::Running);
+    let running = children.iter().any(|child| child.status.phase == OperationPhase::Running);
     if status.phase.is_some_and(|phase| phase.is_terminal()) && !running {
         context.leases.release(&uid);
         return Ok(Action::await_change());
@@ -151,9 +147,7 @@ fn settled_and_recorded(apply: &Apply, facts: &ApplyFacts<'_>, children: &[Child
     let mut status = project(facts, children);
     carry_transition_times(apply.status.as_ref(), &mut status);
     let settled = status.phase.is_some_and(|phase| phase.is_terminal())
-        && children
-            .iter()
-            .all(|child| child.status.phase != OperationPhase::Running);
+        && children.iter().all(|child| child.status.phase != OperationPhase::Running);
     settled && apply.status.as_ref() == Some(&status)
 }
 
@@ -178,10 +172,7 @@ async fn observe_runs(
         let Some(status) = op.status.as_ref() else {
             continue;
         };
-        let mine = status
-            .claim
-            .as_ref()
-            .is_some_and(|claim| claim.holder == identity);
+        let mine = status.claim.as_ref().is_some_and(|claim| claim.holder == identity);
         if status.phase != OperationPhase::Running || !mine {
             continue;
         }
@@ -218,10 +209,7 @@ async fn observe_runs(
                 }
             }
         };
-        let verdict = context
-            .engine
-            .health(namespace, &service_account, &inventory)
-            .await;
+        let verdict = context.engine.health(namespace, &service_account, &inventory).await;
         health.insert(op.spec.name.clone(), verdict);
     }
     health
@@ -255,12 +243,7 @@ async fn write_operation(
                 }),
             }
         }
-        OperationWrite::Status {
-            index,
-            name,
-            kind,
-            status,
-        } => {
+        OperationWrite::Status { index, name, kind, status } => {
             let Some(current) = latest.get(index) else {
                 return Ok(Written::Conflict);
             };
@@ -269,10 +252,7 @@ async fn write_operation(
             next.status = Some(with_inventory(current, status, context));
             let object_name = next.name_any();
             // A replace carries the resourceVersion read: the write is a compare-and-swap.
-            match operations
-                .replace_status(&object_name, &PostParams::default(), &next)
-                .await
-            {
+            match operations.replace_status(&object_name, &PostParams::default(), &next).await {
                 Ok(written) => {
                     count_transition(*kind, status, context);
                     if matches!(kind, WriteKind::Finish | WriteKind::Stop) {
@@ -321,11 +301,8 @@ fn with_inventory(
         )
     {
         let key = (current.uid().unwrap_or_default(), status.attempt);
-        if let Some(inventory) = context
-            .dispatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
+        if let Some(inventory) =
+            context.dispatched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
         {
             status.inventory = inventory.clone();
         }
@@ -341,9 +318,7 @@ fn count_transition(kind: WriteKind, status: &OperationStatus, context: &Context
     context
         .metrics
         .operation_transitions
-        .get_or_create(&crate::metrics::PhaseLabels {
-            phase: status.phase.as_str().to_owned(),
-        })
+        .get_or_create(&crate::metrics::PhaseLabels { phase: status.phase.as_str().to_owned() })
         .inc();
 }
 
@@ -356,13 +331,7 @@ fn new_operation(apply: &Apply, index: u32, name: &str) -> Result<Operation> {
     let manifests = entry
         .manifests
         .clone()
-        .or_else(|| {
-            apply
-                .spec
-                .template
-                .as_ref()
-                .map(|template| template.manifests.clone())
-        })
+        .or_else(|| apply.spec.template.as_ref().map(|template| template.manifests.clone()))
         .unwrap_or_default();
     let owner = apply.controller_owner_ref(&()).ok_or_else(|| {
         Error::Invalid(format!("Apply `{apply_name}` cannot own objects (no uid)"))
@@ -405,16 +374,12 @@ async fn write_status(
         "kind": Apply::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|source| Error::Kube {
-        context: format!("writing the status of Apply `{name}`"),
-        source,
-    })?;
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("writing the status of Apply `{name}`"),
+            source,
+        })?;
     Ok(())
 }
 
@@ -441,11 +406,7 @@ async fn publish(apply: &Apply, note: &Note, context: &Context) {
         },
         secondary,
     };
-    if let Err(error) = context
-        .recorder
-        .publish(&event, &apply.object_ref(&()))
-        .await
-    {
+    if let Err(error) = context.recorder.publish(&event, &apply.object_ref(&())).await {
         debug!(%error, reason, "could not record an event");
     }
 }
@@ -470,11 +431,7 @@ fn describe(note: &Note, holder: &str) -> (EventType, &'static str, String) {
             "OperationStarted",
             format!("operation `{operation}` claimed by {holder} for attempt {attempt}"),
         ),
-        Note::TakenOver {
-            operation,
-            attempt,
-            from,
-        } => (
+        Note::TakenOver { operation, attempt, from } => (
             Normal,
             "OperationTakenOver",
             format!(
@@ -487,12 +444,7 @@ fn describe(note: &Note, holder: &str) -> (EventType, &'static str, String) {
             "OperationSucceeded",
             format!("operation `{operation}` succeeded on attempt {attempt}"),
         ),
-        Note::Failed {
-            operation,
-            attempt,
-            reason,
-            message,
-        } => (
+        Note::Failed { operation, attempt, reason, message } => (
             Warning,
             "OperationFailed",
             format!(
@@ -500,42 +452,28 @@ fn describe(note: &Note, holder: &str) -> (EventType, &'static str, String) {
                 reason.as_str()
             ),
         ),
-        Note::Stopped { operation } => (
-            Normal,
-            "OperationStopped",
-            format!("operation `{operation}` stopped"),
-        ),
-        Note::Resumed { operation } => (
-            Normal,
-            "OperationResumed",
-            format!("operation `{operation}` resumed"),
-        ),
+        Note::Stopped { operation } => {
+            (Normal, "OperationStopped", format!("operation `{operation}` stopped"))
+        }
+        Note::Resumed { operation } => {
+            (Normal, "OperationResumed", format!("operation `{operation}` resumed"))
+        }
         Note::ErrorDismissed { id } => (
             Normal,
             "ErrorDismissed",
             format!("error `{id}` dismissed; its failed operations run again"),
         ),
-        Note::DismissalIgnored { id, why } => (
-            Warning,
-            "DismissalIgnored",
-            format!("dismissal of `{id}` ignored: {why}"),
-        ),
-        Note::StopRequested => (
-            Normal,
-            "StopRequested",
-            "stop requested: no operation will be claimed".to_owned(),
-        ),
-        Note::StopCompleted => (
-            Normal,
-            "StopCompleted",
-            "stop completed: nothing is running".to_owned(),
-        ),
+        Note::DismissalIgnored { id, why } => {
+            (Warning, "DismissalIgnored", format!("dismissal of `{id}` ignored: {why}"))
+        }
+        Note::StopRequested => {
+            (Normal, "StopRequested", "stop requested: no operation will be claimed".to_owned())
+        }
+        Note::StopCompleted => {
+            (Normal, "StopCompleted", "stop completed: nothing is running".to_owned())
+        }
         Note::Settled { phase, message } => {
-            let type_ = if phase.as_str() == "Failed" {
-                Warning
-            } else {
-                Normal
-            };
+            let type_ = if phase.as_str() == "Failed" { Warning } else { Normal };
             let reason = match phase.as_str() {
                 "Succeeded" => "RolloutSucceeded",
                 "Failed" => "RolloutFailed",

@@ -82,9 +82,7 @@ pub fn replica_identity() -> String {
     let base = std::env::var("POD_NAME")
         .ok()
         .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|name| name.trim().to_owned())
+            std::fs::read_to_string("/etc/hostname").ok().map(|name| name.trim().to_owned())
         })
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "baton".to_owned());
@@ -93,19 +91,12 @@ pub fn replica_identity() -> String {
 
 /// Runs the operator until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> Result<()> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|error| Error::Config(error.to_string()))?;
-    let client = Client::try_from(config.clone()).map_err(|source| Error::Kube {
-        context: "building the client".into(),
-        source,
-    })?;
+    let config = kube::Config::infer().await.map_err(|error| Error::Config(error.to_string()))?;
+    let client = Client::try_from(config.clone())
+        .map_err(|source| Error::Kube { context: "building the client".into(), source })?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let admin_state = admin::AdminState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
+    let admin_state = admin::AdminState { metrics: metrics.clone(), ready: ready.clone() };
     let admin_address = settings.admin_address;
     tokio::spawn(async move {
         if let Err(error) = admin::serve(admin_address, admin_state).await {
@@ -114,10 +105,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     });
 
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let reporter = Reporter {
-        controller: "baton".into(),
-        instance: Some(settings.identity.clone()),
-    };
+    let reporter =
+        Reporter { controller: "baton".into(), instance: Some(settings.identity.clone()) };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         leases: ApplyLeases::new(
@@ -134,10 +123,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         client: client.clone(),
     });
     let (applies, operations): (Api<Apply>, Api<Operation>) = match &settings.namespace {
-        Some(namespace) => (
-            Api::namespaced(client.clone(), namespace),
-            Api::namespaced(client.clone(), namespace),
-        ),
+        Some(namespace) => {
+            (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))
+        }
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let controller = Controller::new(applies, watcher::Config::default().any_semantic())
@@ -165,10 +153,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         .for_each(|outcome| {
             // Reconcile failures are logged by `error_policy`; watch failures only here.
             if let Err(error) = outcome
-                && !matches!(
-                    error,
-                    kube::runtime::controller::Error::ReconcilerFailed(..)
-                )
+                && !matches!(error, kube::runtime::controller::Error::ReconcilerFailed(..))
             {
                 tracing::warn!(%error, "controller");
             }

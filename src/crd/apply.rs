@@ -120,10 +120,7 @@ fn default_max_concurrent() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct OperationEntry {
     /// Unique name of the step, a DNS label; the Operation is named `<apply>-<name>`.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
         "messageExpression": "'operation name ' + self + ' is not a DNS label: use lower-case letters, digits and -, starting and ending with a letter or digit'",
@@ -157,10 +154,7 @@ fn default_timeout() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Namespace that receives the namespaced manifests.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
 
     /// Cluster to apply to; absent means the cluster the operator runs in.

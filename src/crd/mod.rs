@@ -23,9 +23,6 @@ pub fn crds_yaml() -> Result<Vec<(&'static str, String)>, serde_yaml_ng::Error> 
     use kube::CustomResourceExt;
     Ok(vec![
         ("apply.yaml", serde_yaml_ng::to_string(&Apply::crd())?),
-        (
-            "operation.yaml",
-            serde_yaml_ng::to_string(&Operation::crd())?,
-        ),
+        ("operation.yaml", serde_yaml_ng::to_string(&Operation::crd())?),
     ])
 }

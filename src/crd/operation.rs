@@ -24,17 +24,9 @@ use super::{DismissedError, Target, schema};
     doc = "One step of an Apply: its manifests applied to one target. Written only by the operator.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.attempt"),
-    printcolumn(
-        name = "Target",
-        type_ = "string",
-        json_path = ".spec.target.namespace"
-    ),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.namespace"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{

@@ -142,11 +142,9 @@ fn stateful_set(object: &Value) -> ObjectHealth {
     let replicas = count(object, "replicas");
     let ready = count(object, "readyReplicas");
     let updated = count(object, "updatedReplicas");
-    let counted = short_of(&[
-        (replicas, desired, "replicas created"),
-        (ready, desired, "replicas ready"),
-    ])
-    .or_else(|| pending_termination(replicas, desired));
+    let counted =
+        short_of(&[(replicas, desired, "replicas created"), (ready, desired, "replicas ready")])
+            .or_else(|| pending_termination(replicas, desired));
     // OnDelete replaces pods only when someone deletes them: waiting for the new revision would
     // never end, so kstatus stops at the replica counts.
     if !rolling_update(object) {
@@ -162,11 +160,8 @@ fn stateful_set(object: &Value) -> ObjectHealth {
     counted
         .or_else(|| short_of(&[(updated, to_update, "replicas updated")]))
         .or_else(|| {
-            (compare_revisions && current != update).then(|| {
-                InProgress(format!(
-                    "waiting for revision {update} to replace {current}"
-                ))
-            })
+            (compare_revisions && current != update)
+                .then(|| InProgress(format!("waiting for revision {update} to replace {current}")))
         })
         .unwrap_or(Current)
 }
@@ -174,17 +169,10 @@ fn stateful_set(object: &Value) -> ObjectHealth {
 fn daemon_set(object: &Value) -> ObjectHealth {
     let desired = count(object, "desiredNumberScheduled");
     // As for StatefulSets, the controller never replaces OnDelete pods itself.
-    let updated = if rolling_update(object) {
-        count(object, "updatedNumberScheduled")
-    } else {
-        desired
-    };
+    let updated =
+        if rolling_update(object) { count(object, "updatedNumberScheduled") } else { desired };
     short_of(&[
-        (
-            count(object, "currentNumberScheduled"),
-            desired,
-            "pods scheduled",
-        ),
+        (count(object, "currentNumberScheduled"), desired, "pods scheduled"),
         (updated, desired, "pods updated"),
         (count(object, "numberAvailable"), desired, "pods available"),
         (count(object, "numberReady"), desired, "pods ready"),
@@ -240,16 +228,11 @@ fn pending_termination(replicas: i64, desired: i64) -> Option<ObjectHealth> {
 
 /// RollingUpdate is the API server's default, so anything but an explicit other type is one.
 fn rolling_update(object: &Value) -> bool {
-    matches!(
-        text(object, "/spec/updateStrategy/type"),
-        "" | "RollingUpdate"
-    )
+    matches!(text(object, "/spec/updateStrategy/type"), "" | "RollingUpdate")
 }
 
 fn is_terminal(reason: &str) -> bool {
-    TERMINAL_REASON_PARTS
-        .iter()
-        .any(|part| reason.contains(part))
+    TERMINAL_REASON_PARTS.iter().any(|part| reason.contains(part))
         || TERMINAL_REASONS.contains(&reason)
 }
 
@@ -572,9 +555,9 @@ mod tests {
     fn pointers(value: &Value, at: &str, out: &mut Vec<String>) {
         out.push(at.to_owned());
         match value {
-            Value::Object(map) => map
-                .iter()
-                .for_each(|(k, v)| pointers(v, &format!("{at}/{k}"), out)),
+            Value::Object(map) => {
+                map.iter().for_each(|(k, v)| pointers(v, &format!("{at}/{k}"), out))
+            }
             Value::Array(items) => {
                 for (i, v) in items.iter().enumerate() {
                     pointers(v, &format!("{at}/{i}"), out);

@@ -55,18 +55,14 @@ impl Engine {
 
     fn impersonating(&self, namespace: &str, service_account: &str) -> Result<Client, String> {
         let key = format!("{namespace}/{service_account}");
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let mut config = self.config.clone();
         // The API server adds the service account's groups itself when none are asserted.
-        config.auth_info.impersonate = Some(format!(
-            "system:serviceaccount:{namespace}:{service_account}"
-        ));
+        config.auth_info.impersonate =
+            Some(format!("system:serviceaccount:{namespace}:{service_account}"));
         let client = Client::try_from(config)
             .map_err(|error| format!("building a client for service account `{key}`: {error}"))?;
         clients.insert(key, client.clone());
@@ -77,11 +73,8 @@ impl Engine {
         &self,
         gvk: &GroupVersionKind,
     ) -> Result<(ApiResource, ApiCapabilities), String> {
-        if let Some(found) = self
-            .kinds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(gvk)
+        if let Some(found) =
+            self.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(gvk)
         {
             return Ok(found.clone());
         }
@@ -127,11 +120,8 @@ impl Engine {
             let (resource, capabilities) = self.resolve(&gvk).await?;
             let api: Api<DynamicObject> = match capabilities.scope {
                 Scope::Namespaced => {
-                    if let Some(other) = object
-                        .metadata
-                        .namespace
-                        .as_deref()
-                        .filter(|ns| ns != namespace)
+                    if let Some(other) =
+                        object.metadata.namespace.as_deref().filter(|ns| ns != namespace)
                     {
                         return Err(format!(
                             "{} `{name}` sets namespace `{other}`, but the operation's target is `{namespace}`",
@@ -146,20 +136,16 @@ impl Engine {
                     Api::all_with(client.clone(), &resource)
                 }
             };
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Apply(&object),
-            )
-            .await
-            .map_err(|error| {
-                describe_api_error(
-                    &gvk.kind,
-                    &name,
-                    object.metadata.namespace.as_deref(),
-                    &error,
-                )
-            })?;
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&object))
+                .await
+                .map_err(|error| {
+                    describe_api_error(
+                        &gvk.kind,
+                        &name,
+                        object.metadata.namespace.as_deref(),
+                        &error,
+                    )
+                })?;
             inventory.push(InventoryEntry {
                 api_version: types.api_version,
                 kind: gvk.kind.clone(),
@@ -197,11 +183,7 @@ impl Engine {
                 }
             }
         }
-        if progressing {
-            Health::Progressing
-        } else {
-            Health::Healthy
-        }
+        if progressing { Health::Progressing } else { Health::Healthy }
     }
 
     async fn read(
@@ -250,11 +232,8 @@ fn describe_api_error(
     let object = describe_object(kind, name, namespace);
     match error {
         kube::Error::Api(status) => {
-            let reason = if status.reason.is_empty() {
-                "error".to_owned()
-            } else {
-                words(&status.reason)
-            };
+            let reason =
+                if status.reason.is_empty() { "error".to_owned() } else { words(&status.reason) };
             format!("{object}: {reason}: {}", status.message)
         }
         other => format!("{object}: {other}"),

@@ -105,20 +105,11 @@ pub enum Note {
     /// An operation was claimed for a new attempt.
     Started { operation: String, attempt: u32 },
     /// A new holder took over a running operation.
-    TakenOver {
-        operation: String,
-        attempt: u32,
-        from: Option<String>,
-    },
+    TakenOver { operation: String, attempt: u32, from: Option<String> },
     /// An operation succeeded.
     Succeeded { operation: String, attempt: u32 },
     /// An operation failed.
-    Failed {
-        operation: String,
-        attempt: u32,
-        reason: FailureReason,
-        message: String,
-    },
+    Failed { operation: String, attempt: u32, reason: FailureReason, message: String },
     /// An operation was stopped.
     Stopped { operation: String },
     /// A stopped operation went back to `Pending`.
@@ -189,10 +180,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         .iter()
         .enumerate()
         .filter(|(index, _)| {
-            !observed
-                .children
-                .iter()
-                .any(|c| usize::try_from(c.index).is_ok_and(|i| i == *index))
+            !observed.children.iter().any(|c| usize::try_from(c.index).is_ok_and(|i| i == *index))
         })
         .map(|(index, entry)| OperationWrite::Create {
             index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -201,11 +189,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         .collect();
     if !missing.is_empty() {
         let status = settled_status(observed, observed.children);
-        return Plan {
-            writes: missing,
-            status: Some(status),
-            ..Plan::default()
-        };
+        return Plan { writes: missing, status: Some(status), ..Plan::default() };
     }
 
     let mut working: Vec<Child> = observed.children.to_vec();
@@ -216,9 +200,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
     if !facts.stopping() {
         for position in 0..working.len() {
             if let Ok(next) = transitions::resume(&working[position].status, now) {
-                plan.notes.push(Note::Resumed {
-                    operation: working[position].name.clone(),
-                });
+                plan.notes.push(Note::Resumed { operation: working[position].name.clone() });
                 record(&mut working, &mut plan, position, WriteKind::Resume, next);
             }
         }
@@ -229,9 +211,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             if working[position].status.phase == OperationPhase::Pending
                 && let Ok(next) = transitions::stop(&working[position].status, now)
             {
-                plan.notes.push(Note::Stopped {
-                    operation: working[position].name.clone(),
-                });
+                plan.notes.push(Note::Stopped { operation: working[position].name.clone() });
                 record(&mut working, &mut plan, position, WriteKind::Stop, next);
             }
         }
@@ -298,28 +278,19 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
             }
             continue;
         }
-        let holder = child
-            .status
-            .claim
-            .as_ref()
-            .map(|claim| claim.holder.clone());
+        let holder = child.status.claim.as_ref().map(|claim| claim.holder.clone());
         if holder.as_deref() != Some(observed.holder) {
             if let Ok(next) = transitions::take_over(&child.status, observed.holder, now) {
-                plan.notes.push(Note::TakenOver {
-                    operation: name,
-                    attempt,
-                    from: holder,
-                });
+                plan.notes.push(Note::TakenOver { operation: name, attempt, from: holder });
                 record(working, plan, position, WriteKind::TakeOver, next);
             }
             continue;
         }
         let outcome = match observed.health.get(&name) {
             Some(Health::Healthy) => Some(Outcome::Succeeded),
-            Some(Health::Unhealthy(message)) => Some(Outcome::Failed {
-                reason: FailureReason::Unhealthy,
-                message: message.clone(),
-            }),
+            Some(Health::Unhealthy(message)) => {
+                Some(Outcome::Failed { reason: FailureReason::Unhealthy, message: message.clone() })
+            }
             Some(Health::DispatchFailed(message)) => Some(Outcome::Failed {
                 reason: FailureReason::DispatchFailed,
                 message: message.clone(),
@@ -341,16 +312,10 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
         };
         let Some(outcome) = outcome else { continue };
         let note = match &outcome {
-            Outcome::Succeeded => Note::Succeeded {
-                operation: name,
-                attempt,
-            },
-            Outcome::Failed { reason, message } => Note::Failed {
-                operation: name,
-                attempt,
-                reason: *reason,
-                message: message.clone(),
-            },
+            Outcome::Succeeded => Note::Succeeded { operation: name, attempt },
+            Outcome::Failed { reason, message } => {
+                Note::Failed { operation: name, attempt, reason: *reason, message: message.clone() }
+            }
         };
         if let Ok(next) = transitions::finish(&working[position].status, outcome, now) {
             plan.notes.push(note);
@@ -371,11 +336,7 @@ fn time_left(observed: &Observed<'_>, child: &Child) -> Option<Duration> {
     let timeout = parse_duration(timeout_text(observed, child.index))
         .or_else(|_| parse_duration(DEFAULT_OPERATION_TIMEOUT))
         .unwrap_or(Duration::from_secs(600));
-    let started = child
-        .status
-        .started_at
-        .as_ref()
-        .map_or(observed.now, |t| t.0);
+    let started = child.status.started_at.as_ref().map_or(observed.now, |t| t.0);
     let elapsed = observed.now.duration_since(started);
     let left = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX) - elapsed;
     Duration::try_from(left).ok().filter(|left| !left.is_zero())
@@ -390,19 +351,14 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
     let roster = super::project::roster(observed.apply.spec, working);
     let error = first_error(&roster);
     let last = last_dismissed(&roster);
-    let running = roster
-        .iter()
-        .any(|slot| slot.status.phase == OperationPhase::Running);
+    let running = roster.iter().any(|slot| slot.status.phase == OperationPhase::Running);
     drop(roster);
     match error {
         Some(error) if error.id == id => {
             if running {
                 return;
             }
-            let dismissal = DismissedError {
-                id: id.to_owned(),
-                at: Time(observed.now),
-            };
+            let dismissal = DismissedError { id: id.to_owned(), at: Time(observed.now) };
             for position in 0..working.len() {
                 if let Ok(next) =
                     transitions::dismiss(&working[position].status, &dismissal, observed.now)
@@ -427,10 +383,7 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
                     .any(|c| c.type_ == condition::DISMISSAL_REJECTED && c.message == why)
             });
             if !already_said {
-                plan.notes.push(Note::DismissalIgnored {
-                    id: id.to_owned(),
-                    why,
-                });
+                plan.notes.push(Note::DismissalIgnored { id: id.to_owned(), why });
             }
         }
     }
@@ -452,10 +405,7 @@ fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> 
         && phase.is_terminal()
         && previous.and_then(|p| p.phase) != Some(phase)
     {
-        notes.push(Note::Settled {
-            phase,
-            message: next.message.clone(),
-        });
+        notes.push(Note::Settled { phase, message: next.message.clone() });
     }
     notes
 }

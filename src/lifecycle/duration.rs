@@ -13,23 +13,18 @@ pub struct DurationError {
 
 /// Parses a Go duration made of `<number><unit>` parts, units `ns us ms s m h`.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let error = || DurationError {
-        input: input.to_owned(),
-    };
+    let error = || DurationError { input: input.to_owned() };
     let mut rest = input.trim();
     if rest.is_empty() {
         return Err(error());
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(error)?;
+        let number_len =
+            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(error)?;
         let number: f64 = rest[..number_len].parse().map_err(|_| error())?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -60,11 +55,7 @@ mod tests {
             ("2h3m4s", 7384.0),
         ];
         for (input, seconds) in cases {
-            assert_eq!(
-                parse_duration(input),
-                Ok(Duration::from_secs_f64(seconds)),
-                "{input}"
-            );
+            assert_eq!(parse_duration(input), Ok(Duration::from_secs_f64(seconds)), "{input}");
         }
     }
 

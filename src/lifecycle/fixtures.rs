@@ -15,11 +15,7 @@ pub fn at(seconds: i64) -> Timestamp {
 }
 
 fn status(phase: OperationPhase, attempt: u32) -> OperationStatus {
-    OperationStatus {
-        phase,
-        attempt,
-        ..OperationStatus::default()
-    }
+    OperationStatus { phase, attempt, ..OperationStatus::default() }
 }
 
 pub fn pending(attempt: u32) -> OperationStatus {
@@ -28,10 +24,7 @@ pub fn pending(attempt: u32) -> OperationStatus {
 
 pub fn running(holder: &str, attempt: u32) -> OperationStatus {
     OperationStatus {
-        claim: Some(Claim {
-            holder: holder.to_owned(),
-            at: Time(at(0)),
-        }),
+        claim: Some(Claim { holder: holder.to_owned(), at: Time(at(0)) }),
         started_at: Some(Time(at(0))),
         first_started_at: Some(Time(at(0))),
         ..status(OperationPhase::Running, attempt)
@@ -48,11 +41,7 @@ pub fn succeeded(attempt: u32) -> OperationStatus {
 }
 
 pub fn failed(attempt: u32) -> OperationStatus {
-    failed_with(
-        attempt,
-        "Unhealthy",
-        "Job `migrate` in `shop`: BackoffLimitExceeded",
-    )
+    failed_with(attempt, "Unhealthy", "Job `migrate` in `shop`: BackoffLimitExceeded")
 }
 
 pub fn failed_with(attempt: u32, reason: &str, message: &str) -> OperationStatus {
@@ -67,10 +56,7 @@ pub fn failed_with(attempt: u32, reason: &str, message: &str) -> OperationStatus
 }
 
 pub fn stopped(attempt: u32) -> OperationStatus {
-    OperationStatus {
-        stopped_at: Some(Time(at(1))),
-        ..status(OperationPhase::Stopped, attempt)
-    }
+    OperationStatus { stopped_at: Some(Time(at(1))), ..status(OperationPhase::Stopped, attempt) }
 }
 
 /// Operation names used by fixtures: `a`, `b`, `c`, ...
@@ -84,10 +70,7 @@ pub fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySp
         operations: (0..count)
             .map(|index| OperationEntry {
                 name: op_name(index),
-                target: Target {
-                    namespace: format!("ns-{index}"),
-                    cluster: None,
-                },
+                target: Target { namespace: format!("ns-{index}"), cluster: None },
                 manifests: Some(vec![serde_json::json!({
                     "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}
                 })]),

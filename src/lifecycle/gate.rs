@@ -54,16 +54,10 @@ pub fn claimable(
         return Err(GateClosed::StopRequested);
     }
     let roster = roster(facts.spec, children);
-    if roster
-        .iter()
-        .any(|slot| slot.status.phase == OperationPhase::Stopped)
-    {
+    if roster.iter().any(|slot| slot.status.phase == OperationPhase::Stopped) {
         return Err(GateClosed::StopInProgress);
     }
-    if !matches!(
-        facts.idempotency,
-        Idempotency::NotRequired | Idempotency::Held
-    ) {
+    if !matches!(facts.idempotency, Idempotency::NotRequired | Idempotency::Held) {
         return Err(GateClosed::IdempotencyKeyNotHeld);
     }
     if facts.spec.on_failure.effective() != FailurePolicy::Continue
@@ -72,10 +66,7 @@ pub fn claimable(
         return Err(GateClosed::FailurePolicy(error.id));
     }
     let mut running = u32::try_from(
-        roster
-            .iter()
-            .filter(|slot| slot.status.phase == OperationPhase::Running)
-            .count(),
+        roster.iter().filter(|slot| slot.status.phase == OperationPhase::Running).count(),
     )
     .unwrap_or(u32::MAX);
     let max = facts.spec.max_concurrent.max(1);
@@ -93,9 +84,7 @@ pub fn claimable(
     match claims.is_empty() {
         false => Ok(claims),
         true if running >= max
-            && roster
-                .iter()
-                .any(|slot| slot.status.phase == OperationPhase::Pending) =>
+            && roster.iter().any(|slot| slot.status.phase == OperationPhase::Pending) =>
         {
             Err(GateClosed::WindowFull(running))
         }
@@ -122,11 +111,8 @@ mod tests {
     #[test]
     fn claim_gate_closed_without_the_lease() {
         let spec = spec(2, FailurePolicy::Halt, 1);
-        let verdict = claimable(
-            &facts(&spec),
-            &children(vec![pending(0), pending(0)]),
-            LeaseState::NotHeld,
-        );
+        let verdict =
+            claimable(&facts(&spec), &children(vec![pending(0), pending(0)]), LeaseState::NotHeld);
         assert_eq!(verdict, Err(GateClosed::LeaseNotHeld));
     }
 
@@ -134,11 +120,8 @@ mod tests {
     fn claim_gate_closed_while_stop_pending() {
         let mut spec = spec(2, FailurePolicy::Continue, 2);
         spec.stop = true;
-        let verdict = claimable(
-            &facts(&spec),
-            &children(vec![pending(0), pending(0)]),
-            LeaseState::Held,
-        );
+        let verdict =
+            claimable(&facts(&spec), &children(vec![pending(0), pending(0)]), LeaseState::Held);
         assert_eq!(verdict, Err(GateClosed::StopRequested));
     }
 
@@ -153,10 +136,7 @@ mod tests {
     #[test]
     fn claim_gate_closed_while_apply_is_deleted() {
         let spec = spec(1, FailurePolicy::Halt, 1);
-        let deleting = ApplyFacts {
-            deleting: true,
-            ..facts(&spec)
-        };
+        let deleting = ApplyFacts { deleting: true, ..facts(&spec) };
         assert_eq!(
             claimable(&deleting, &children(vec![pending(0)]), LeaseState::Held),
             Err(GateClosed::Deleting)
@@ -165,10 +145,7 @@ mod tests {
 
     #[test]
     fn window_moves_in_index_order_up_to_max_concurrent() {
-        assert_eq!(
-            gate(FailurePolicy::Halt, 2, vec![pending(0); 5]),
-            Ok(vec![0, 1])
-        );
+        assert_eq!(gate(FailurePolicy::Halt, 2, vec![pending(0); 5]), Ok(vec![0, 1]));
         assert_eq!(
             gate(
                 FailurePolicy::Halt,
@@ -185,11 +162,7 @@ mod tests {
 
     #[test]
     fn halt_and_pause_block_claims_after_an_undismissed_failure() {
-        for policy in [
-            FailurePolicy::Halt,
-            FailurePolicy::Pause,
-            FailurePolicy::Unknown,
-        ] {
+        for policy in [FailurePolicy::Halt, FailurePolicy::Pause, FailurePolicy::Unknown] {
             assert_eq!(
                 gate(policy, 1, vec![succeeded(1), failed(1), pending(0)]),
                 Err(GateClosed::FailurePolicy("b-1".into())),
@@ -201,11 +174,7 @@ mod tests {
     #[test]
     fn continue_failure_never_blocks_a_sibling() {
         assert_eq!(
-            gate(
-                FailurePolicy::Continue,
-                1,
-                vec![succeeded(1), failed(1), pending(0)]
-            ),
+            gate(FailurePolicy::Continue, 1, vec![succeeded(1), failed(1), pending(0)]),
             Ok(vec![2])
         );
     }
@@ -214,34 +183,22 @@ mod tests {
     fn claim_gate_waits_for_the_idempotency_key() {
         let spec = spec(1, FailurePolicy::Halt, 1);
         let waiting = ApplyFacts {
-            idempotency: Idempotency::InFlightElsewhere {
-                holder: "other".into(),
-            },
+            idempotency: Idempotency::InFlightElsewhere { holder: "other".into() },
             ..facts(&spec)
         };
         assert_eq!(
             claimable(&waiting, &children(vec![pending(0)]), LeaseState::Held),
             Err(GateClosed::IdempotencyKeyNotHeld)
         );
-        let held = ApplyFacts {
-            idempotency: Idempotency::Held,
-            ..facts(&spec)
-        };
-        assert_eq!(
-            claimable(&held, &children(vec![pending(0)]), LeaseState::Held),
-            Ok(vec![0])
-        );
+        let held = ApplyFacts { idempotency: Idempotency::Held, ..facts(&spec) };
+        assert_eq!(claimable(&held, &children(vec![pending(0)]), LeaseState::Held), Ok(vec![0]));
     }
 
     #[test]
     fn operations_not_created_yet_count_as_pending() {
         let spec = spec(3, FailurePolicy::Halt, 3);
         assert_eq!(
-            claimable(
-                &facts(&spec),
-                &children(vec![succeeded(1)]),
-                LeaseState::Held
-            ),
+            claimable(&facts(&spec), &children(vec![succeeded(1)]), LeaseState::Held),
             Ok(vec![1, 2])
         );
     }

@@ -83,10 +83,7 @@ pub(crate) fn roster<'a>(spec: &'a ApplySpec, children: &'a [Child]) -> Vec<Slot
                     || Cow::Owned(OperationStatus::default()),
                     |child| Cow::Borrowed(&child.status),
                 );
-            Slot {
-                name: &entry.name,
-                status,
-            }
+            Slot { name: &entry.name, status }
         })
         .collect()
 }
@@ -111,25 +108,13 @@ pub(crate) fn count(roster: &[Slot<'_>]) -> OperationCounts {
 
 /// The current error: the failed operation with the lowest index.
 pub(crate) fn first_error(roster: &[Slot<'_>]) -> Option<ApplyError> {
-    roster
-        .iter()
-        .find(|slot| slot.status.phase == OperationPhase::Failed)
-        .map(|slot| ApplyError {
-            id: error_id(slot.name, slot.status.attempt),
-            operation: slot.name.to_owned(),
-            reason: slot
-                .status
-                .reason
-                .clone()
-                .unwrap_or_else(|| "Failed".to_owned()),
-            message: one_line(
-                slot.status
-                    .message
-                    .as_deref()
-                    .unwrap_or("no message recorded"),
-            ),
-            at: slot.status.completed_at.clone(),
-        })
+    roster.iter().find(|slot| slot.status.phase == OperationPhase::Failed).map(|slot| ApplyError {
+        id: error_id(slot.name, slot.status.attempt),
+        operation: slot.name.to_owned(),
+        reason: slot.status.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
+        message: one_line(slot.status.message.as_deref().unwrap_or("no message recorded")),
+        at: slot.status.completed_at.clone(),
+    })
 }
 
 /// The most recent dismissal recorded on any child.
@@ -196,19 +181,9 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
         .map(Time);
     let current = current_names(&roster);
     let message = message(facts, phase, &counts, error.as_ref(), &current);
-    let as_of = Time(
-        latest_change(&roster)
-            .or(facts.created_at)
-            .unwrap_or(Timestamp::UNIX_EPOCH),
-    );
-    let conditions = conditions(
-        facts,
-        phase,
-        &message,
-        error.as_ref(),
-        last_dismissed_error.as_ref(),
-        as_of,
-    );
+    let as_of = Time(latest_change(&roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
+    let conditions =
+        conditions(facts, phase, &message, error.as_ref(), last_dismissed_error.as_ref(), as_of);
 
     ApplyStatus {
         phase: Some(phase),
@@ -275,12 +250,7 @@ fn current_names(roster: &[Slot<'_>]) -> String {
         .filter(|slot| slot.status.phase == OperationPhase::Running)
         .map(|slot| slot.name)
         .collect();
-    let mut shown = running
-        .iter()
-        .take(CURRENT_NAMES_SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut shown = running.iter().take(CURRENT_NAMES_SHOWN).copied().collect::<Vec<_>>().join(",");
     if running.len() > CURRENT_NAMES_SHOWN {
         shown.push_str(&format!(" +{}", running.len() - CURRENT_NAMES_SHOWN));
     }
@@ -292,10 +262,7 @@ fn one_line(text: &str) -> String {
 }
 
 fn describe(error: &ApplyError) -> String {
-    format!(
-        "operation `{}` failed ({}): {}",
-        error.operation, error.reason, error.message
-    )
+    format!("operation `{}` failed ({}): {}", error.operation, error.reason, error.message)
 }
 
 fn message(
@@ -323,29 +290,25 @@ fn message(
             _ => format!("waiting to start {} operations", counts.total),
         },
         (ApplyPhase::Succeeded, _) => format!("all {} operations succeeded", counts.total),
-        (ApplyPhase::Failed, Some(error)) => format!(
-            "{}; retry it with spec.dismissError: {}",
-            describe(error),
-            error.id
-        ),
+        (ApplyPhase::Failed, Some(error)) => {
+            format!("{}; retry it with spec.dismissError: {}", describe(error), error.id)
+        }
         (ApplyPhase::Paused, Some(error)) => format!(
             "paused: {}; retry it with spec.dismissError: {}, or stop with spec.stop: true",
             describe(error),
             error.id
         ),
-        (ApplyPhase::Stopped, _) => format!(
-            "stopped: {done}, {} stopped; set spec.stop: false to resume",
-            counts.stopped
-        ),
+        (ApplyPhase::Stopped, _) => {
+            format!("stopped: {done}, {} stopped; set spec.stop: false to resume", counts.stopped)
+        }
         (ApplyPhase::Running, _) if facts.stopping() => format!(
             "stopping: waiting for {} running operation(s) ({current}) to stop; {done}",
             counts.running
         ),
         (ApplyPhase::Running, Some(error)) => match facts.spec.on_failure.effective() {
-            FailurePolicy::Continue => format!(
-                "{done}, running {current}; continuing past: {}",
-                describe(error)
-            ),
+            FailurePolicy::Continue => {
+                format!("{done}, running {current}; continuing past: {}", describe(error))
+            }
             _ => format!(
                 "{}; waiting for {} running operation(s) ({current}) before stopping the rollout",
                 describe(error),
@@ -415,11 +378,7 @@ fn conditions(
         make(
             condition::DEGRADED,
             degraded,
-            if degraded {
-                "OperationFailed"
-            } else {
-                phase.as_str()
-            },
+            if degraded { "OperationFailed" } else { phase.as_str() },
             &error.filter(|_| degraded).map(describe).unwrap_or_default(),
         ),
     ];

@@ -75,13 +75,7 @@ struct World {
 
 impl World {
     fn new(spec: ApplySpec) -> Self {
-        World {
-            spec,
-            children: Vec::new(),
-            holder: 0,
-            health: BTreeMap::new(),
-            now: 0,
-        }
+        World { spec, children: Vec::new(), holder: 0, health: BTreeMap::new(), now: 0 }
     }
 
     fn decide_as(&self, holder: &str, lease: LeaseState) -> Plan {
@@ -106,12 +100,7 @@ impl World {
                     index: *index,
                     status: OperationStatus::default(),
                 }),
-                OperationWrite::Status {
-                    index,
-                    name,
-                    status,
-                    ..
-                } => {
+                OperationWrite::Status { index, name, status, .. } => {
                     if let Some(child) = self.children.iter_mut().find(|c| c.index == *index) {
                         child.status = (**status).clone();
                     }
@@ -176,28 +165,16 @@ fn check_reconcile(
     let mut state = before.to_vec();
     let mut dismissed_error = None;
     for write in &plan.writes {
-        let OperationWrite::Status {
-            index,
-            kind,
-            status,
-            ..
-        } = write
-        else {
+        let OperationWrite::Status { index, kind, status, .. } = write else {
             continue;
         };
-        let from = state
-            .iter()
-            .find(|c| c.index == *index)
-            .map(|c| c.status.phase);
+        let from = state.iter().find(|c| c.index == *index).map(|c| c.status.phase);
         match kind {
             WriteKind::Claim => prop_assert!(!spec.stop, "no claim while a stop is pending"),
             WriteKind::Stop => {
                 prop_assert!(spec.stop, "only a stop request stops");
                 prop_assert!(
-                    matches!(
-                        from,
-                        Some(OperationPhase::Pending | OperationPhase::Running)
-                    ),
+                    matches!(from, Some(OperationPhase::Pending | OperationPhase::Running)),
                     "stop touched a {from:?} operation"
                 );
             }
@@ -208,9 +185,7 @@ fn check_reconcile(
                 prop_assert_eq!(&spec.dismiss_error, error, "dismissed by a stale id");
                 prop_assert_eq!(from, Some(OperationPhase::Failed));
                 prop_assert!(
-                    state
-                        .iter()
-                        .all(|c| c.status.phase != OperationPhase::Running),
+                    state.iter().all(|c| c.status.phase != OperationPhase::Running),
                     "dismissed while an operation runs"
                 );
             }
@@ -227,19 +202,13 @@ fn check_reconcile(
         let Some(new) = after.iter().find(|c| c.index == old.index) else {
             return Err(TestCaseError::fail("an operation disappeared"));
         };
-        prop_assert!(
-            new.status.attempt >= old.status.attempt,
-            "attempt went backwards"
-        );
+        prop_assert!(new.status.attempt >= old.status.attempt, "attempt went backwards");
         if old.status.phase == OperationPhase::Succeeded {
             prop_assert_eq!(&new.status, &old.status, "Succeeded is final");
         }
         if old.status.phase == OperationPhase::Failed && new.status.phase != OperationPhase::Failed
         {
-            prop_assert!(
-                spec.dismiss_error.is_some(),
-                "only a dismissal retries a failure"
-            );
+            prop_assert!(spec.dismiss_error.is_some(), "only a dismissal retries a failure");
         }
     }
     // The decision is maximal: nothing it could claim is left unclaimed.
@@ -249,9 +218,7 @@ fn check_reconcile(
         prop_assert!(leftover.is_err(), "claimable after decide: {leftover:?}");
         if spec.stop {
             prop_assert!(
-                after
-                    .iter()
-                    .all(|c| c.status.phase != OperationPhase::Pending),
+                after.iter().all(|c| c.status.phase != OperationPhase::Pending),
                 "stop left a Pending"
             );
         }
@@ -269,43 +236,23 @@ fn check_state(spec: &ApplySpec, children: &[Child]) -> Result<(), TestCaseError
         counts.total,
         "every operation has exactly one phase"
     );
-    prop_assert_eq!(
-        usize::try_from(counts.total).ok(),
-        Some(spec.operations.len())
-    );
+    prop_assert_eq!(usize::try_from(counts.total).ok(), Some(spec.operations.len()));
     let mut reversed = children.to_vec();
     reversed.reverse();
-    prop_assert_eq!(
-        &status,
-        &project(&facts, &reversed),
-        "projection ignores read order"
-    );
-    prop_assert_eq!(
-        &status,
-        &project(&facts, children),
-        "projection is deterministic"
-    );
+    prop_assert_eq!(&status, &project(&facts, &reversed), "projection ignores read order");
+    prop_assert_eq!(&status, &project(&facts, children), "projection is deterministic");
 
-    let phase = status
-        .phase
-        .ok_or_else(|| TestCaseError::fail("no phase"))?;
+    let phase = status.phase.ok_or_else(|| TestCaseError::fail("no phase"))?;
     if phase.is_terminal() {
         prop_assert_eq!(counts.running, 0, "terminal Apply with a running operation");
     }
-    prop_assert!(
-        counts.running <= spec.max_concurrent,
-        "more than maxConcurrent running"
-    );
+    prop_assert!(counts.running <= spec.max_concurrent, "more than maxConcurrent running");
     if spec.on_failure.effective() == FailurePolicy::Continue
         && !spec.stop
         && counts.failed > 0
         && counts.running + counts.pending + counts.stopped == 0
     {
-        prop_assert_eq!(
-            phase,
-            ApplyPhase::Failed,
-            "a continued failure still fails the verdict"
-        );
+        prop_assert_eq!(phase, ApplyPhase::Failed, "a continued failure still fails the verdict");
     }
     for child in children {
         let s = &child.status;
@@ -322,14 +269,11 @@ fn check_state(spec: &ApplySpec, children: &[Child]) -> Result<(), TestCaseError
     }
     let mut sorted = children.to_vec();
     sorted.sort_by_key(|c| c.index);
-    if let Some(last_running) = sorted
-        .iter()
-        .rposition(|c| c.status.phase == OperationPhase::Running)
+    if let Some(last_running) =
+        sorted.iter().rposition(|c| c.status.phase == OperationPhase::Running)
     {
         prop_assert!(
-            sorted[..last_running]
-                .iter()
-                .all(|c| c.status.phase != OperationPhase::Pending),
+            sorted[..last_running].iter().all(|c| c.status.phase != OperationPhase::Pending),
             "a Pending operation below a Running one: the window skipped an index"
         );
     }
@@ -337,10 +281,7 @@ fn check_state(spec: &ApplySpec, children: &[Child]) -> Result<(), TestCaseError
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(10_000)
+    std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(10_000)
 }
 
 proptest! {

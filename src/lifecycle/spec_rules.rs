@@ -21,10 +21,8 @@ fn plan_with(
     now: i64,
 ) -> Plan {
     let children = children(statuses);
-    let health: BTreeMap<String, Health> = health
-        .iter()
-        .map(|(name, h)| ((*name).to_owned(), h.clone()))
-        .collect();
+    let health: BTreeMap<String, Health> =
+        health.iter().map(|(name, h)| ((*name).to_owned(), h.clone())).collect();
     decide(&Observed {
         apply: facts(spec),
         children: &children,
@@ -45,9 +43,7 @@ fn status_of(spec: &ApplySpec, statuses: Vec<OperationStatus>) -> ApplyStatus {
 }
 
 fn phase_of(spec: &ApplySpec, statuses: Vec<OperationStatus>) -> ApplyPhase {
-    status_of(spec, statuses)
-        .phase
-        .expect("projection always sets a phase")
+    status_of(spec, statuses).phase.expect("projection always sets a phase")
 }
 
 /// `(name, kind, new phase)` of each status write in a plan.
@@ -55,9 +51,9 @@ fn writes(plan: &Plan) -> Vec<(String, WriteKind, OperationPhase)> {
     plan.writes
         .iter()
         .filter_map(|write| match write {
-            OperationWrite::Status {
-                name, kind, status, ..
-            } => Some((name.clone(), *kind, status.phase)),
+            OperationWrite::Status { name, kind, status, .. } => {
+                Some((name.clone(), *kind, status.phase))
+            }
             OperationWrite::Create { .. } => None,
         })
         .collect()
@@ -68,11 +64,7 @@ fn mine(attempt: u32) -> OperationStatus {
 }
 
 fn condition_status(status: &ApplyStatus, type_: &str) -> Option<String> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
+    status.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
 }
 
 // ---- Section 1/6: materialising children, the lease ------------------------------------------
@@ -95,14 +87,8 @@ fn missing_operations_are_created_before_anything_else() {
     assert_eq!(
         plan.writes,
         vec![
-            OperationWrite::Create {
-                index: 1,
-                name: "b".into()
-            },
-            OperationWrite::Create {
-                index: 2,
-                name: "c".into()
-            },
+            OperationWrite::Create { index: 1, name: "b".into() },
+            OperationWrite::Create { index: 2, name: "c".into() },
         ]
     );
 }
@@ -128,13 +114,8 @@ fn replica_without_the_lease_writes_nothing() {
 fn recovery_takes_over_a_running_operation_in_the_same_attempt() {
     let spec = spec(2, FailurePolicy::Halt, 1);
     let plan = plan(&spec, vec![running("crashed-replica", 3), pending(0)]);
-    assert_eq!(
-        writes(&plan),
-        vec![("a".into(), WriteKind::TakeOver, OperationPhase::Running)]
-    );
-    let OperationWrite::Status { status, .. } = &plan.writes[0] else {
-        panic!("a status write")
-    };
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::TakeOver, OperationPhase::Running)]);
+    let OperationWrite::Status { status, .. } = &plan.writes[0] else { panic!("a status write") };
     assert_eq!(status.attempt, 3);
 }
 
@@ -152,10 +133,7 @@ fn recovery_honours_a_stop_requested_meanwhile() {
 fn projection_depends_only_on_spec_and_children() {
     let spec = spec(3, FailurePolicy::Continue, 2);
     let statuses = vec![succeeded(1), failed(2), running("x", 1)];
-    assert_eq!(
-        status_of(&spec, statuses.clone()),
-        status_of(&spec, statuses)
-    );
+    assert_eq!(status_of(&spec, statuses.clone()), status_of(&spec, statuses));
 }
 
 // ---- Section 2: claiming ----------------------------------------------------------------------
@@ -163,10 +141,7 @@ fn projection_depends_only_on_spec_and_children() {
 #[test]
 fn claims_follow_the_gate_in_index_order() {
     let spec = spec(4, FailurePolicy::Halt, 2);
-    let plan = plan(
-        &spec,
-        vec![succeeded(1), pending(0), pending(0), pending(0)],
-    );
+    let plan = plan(&spec, vec![succeeded(1), pending(0), pending(0), pending(0)]);
     assert_eq!(
         writes(&plan),
         vec![
@@ -178,21 +153,13 @@ fn claims_follow_the_gate_in_index_order() {
 
 #[test]
 fn no_claim_while_stop_requested_under_any_policy() {
-    for policy in [
-        FailurePolicy::Halt,
-        FailurePolicy::Pause,
-        FailurePolicy::Continue,
-        FailurePolicy::Unknown,
-    ] {
+    for policy in
+        [FailurePolicy::Halt, FailurePolicy::Pause, FailurePolicy::Continue, FailurePolicy::Unknown]
+    {
         let mut spec = spec(2, policy, 2);
         spec.stop = true;
         let plan = plan(&spec, vec![pending(0), pending(0)]);
-        assert!(
-            writes(&plan)
-                .iter()
-                .all(|(_, kind, _)| *kind != WriteKind::Claim),
-            "{policy:?}"
-        );
+        assert!(writes(&plan).iter().all(|(_, kind, _)| *kind != WriteKind::Claim), "{policy:?}");
     }
 }
 
@@ -201,12 +168,7 @@ fn no_claim_while_stop_requested_under_any_policy() {
 #[test]
 fn healthy_objects_succeed_the_operation() {
     let spec = spec(2, FailurePolicy::Halt, 1);
-    let plan = plan_with(
-        &spec,
-        vec![mine(1), pending(0)],
-        &[("a", Health::Healthy)],
-        10,
-    );
+    let plan = plan_with(&spec, vec![mine(1), pending(0)], &[("a", Health::Healthy)], 10);
     assert_eq!(
         writes(&plan),
         vec![
@@ -220,30 +182,19 @@ fn healthy_objects_succeed_the_operation() {
 fn dispatch_failure_is_written_as_failed_with_the_api_message() {
     let spec = spec(1, FailurePolicy::Halt, 1);
     let message = "Deployment `web` in `shop`: forbidden: User cannot create deployments";
-    let plan = plan_with(
-        &spec,
-        vec![mine(1)],
-        &[("a", Health::DispatchFailed(message.into()))],
-        10,
-    );
+    let plan =
+        plan_with(&spec, vec![mine(1)], &[("a", Health::DispatchFailed(message.into()))], 10);
     let status = plan.status.expect("a projected status");
     assert_eq!(status.phase, Some(ApplyPhase::Failed));
     let error = status.error.expect("an error");
-    assert_eq!(
-        (error.reason.as_str(), error.message.as_str()),
-        ("DispatchFailed", message)
-    );
+    assert_eq!((error.reason.as_str(), error.message.as_str()), ("DispatchFailed", message));
 }
 
 #[test]
 fn unhealthy_object_fails_the_operation() {
     let spec = spec(1, FailurePolicy::Halt, 1);
-    let plan = plan_with(
-        &spec,
-        vec![mine(1)],
-        &[("a", Health::Unhealthy("Job `m` failed".into()))],
-        10,
-    );
+    let plan =
+        plan_with(&spec, vec![mine(1)], &[("a", Health::Unhealthy("Job `m` failed".into()))], 10);
     assert_eq!(
         plan.notes[0],
         Note::Failed {
@@ -260,10 +211,7 @@ fn timeout_fails_the_operation_once_its_duration_passed() {
     let spec = spec(1, FailurePolicy::Halt, 1);
     let waiting = plan_with(&spec, vec![mine(1)], &[("a", Health::Progressing)], 599);
     assert!(writes(&waiting).is_empty());
-    assert_eq!(
-        waiting.requeue_after,
-        Some(std::time::Duration::from_secs(1))
-    );
+    assert_eq!(waiting.requeue_after, Some(std::time::Duration::from_secs(1)));
     let late = plan_with(&spec, vec![mine(1)], &[("a", Health::Progressing)], 600);
     let error = late.status.and_then(|s| s.error).expect("a timeout error");
     assert_eq!(error.reason, "Timeout");
@@ -273,25 +221,15 @@ fn timeout_fails_the_operation_once_its_duration_passed() {
 fn halt_fails_the_apply_once_nothing_runs_and_leaves_pending_siblings_pending() {
     let spec = spec(4, FailurePolicy::Halt, 2);
     assert_eq!(
-        phase_of(
-            &spec,
-            vec![succeeded(1), failed(1), running("x", 1), pending(0)]
-        ),
+        phase_of(&spec, vec![succeeded(1), failed(1), running("x", 1), pending(0)]),
         ApplyPhase::Running
     );
     assert_eq!(
-        phase_of(
-            &spec,
-            vec![succeeded(1), failed(1), succeeded(1), pending(0)]
-        ),
+        phase_of(&spec, vec![succeeded(1), failed(1), succeeded(1), pending(0)]),
         ApplyPhase::Failed
     );
     assert!(
-        writes(&plan(
-            &spec,
-            vec![succeeded(1), failed(1), succeeded(1), pending(0)]
-        ))
-        .is_empty()
+        writes(&plan(&spec, vec![succeeded(1), failed(1), succeeded(1), pending(0)])).is_empty()
     );
 }
 
@@ -315,47 +253,26 @@ fn pause_pauses_the_apply_after_a_failure() {
     let spec = spec(3, FailurePolicy::Pause, 1);
     let status = status_of(&spec, vec![succeeded(1), failed(1), pending(0)]);
     assert_eq!(status.phase, Some(ApplyPhase::Paused));
-    assert!(
-        !status.phase.is_some_and(ApplyPhase::is_terminal),
-        "Paused is not terminal"
-    );
-    assert_eq!(
-        condition_status(&status, condition::STALLED).as_deref(),
-        Some("True")
-    );
+    assert!(!status.phase.is_some_and(ApplyPhase::is_terminal), "Paused is not terminal");
+    assert_eq!(condition_status(&status, condition::STALLED).as_deref(), Some("True"));
 }
 
 #[test]
 fn continue_holds_apply_running_until_siblings_settle() {
     let spec = spec(4, FailurePolicy::Continue, 1);
-    let status = status_of(
-        &spec,
-        vec![succeeded(1), failed(1), running("x", 1), pending(0)],
-    );
+    let status = status_of(&spec, vec![succeeded(1), failed(1), running("x", 1), pending(0)]);
     assert_eq!(status.phase, Some(ApplyPhase::Running));
-    assert_eq!(
-        condition_status(&status, condition::DEGRADED).as_deref(),
-        Some("True")
-    );
-    let status = status_of(
-        &spec,
-        vec![succeeded(1), failed(1), succeeded(1), pending(0)],
-    );
+    assert_eq!(condition_status(&status, condition::DEGRADED).as_deref(), Some("True"));
+    let status = status_of(&spec, vec![succeeded(1), failed(1), succeeded(1), pending(0)]);
     assert_eq!(status.phase, Some(ApplyPhase::Running));
 }
 
 #[test]
 fn continue_verdict_is_failed_once_every_operation_settled() {
     let spec = spec(4, FailurePolicy::Continue, 1);
-    let status = status_of(
-        &spec,
-        vec![succeeded(1), failed(1), succeeded(1), succeeded(1)],
-    );
+    let status = status_of(&spec, vec![succeeded(1), failed(1), succeeded(1), succeeded(1)]);
     assert_eq!(status.phase, Some(ApplyPhase::Failed));
-    assert_eq!(
-        condition_status(&status, condition::DEGRADED).as_deref(),
-        Some("False")
-    );
+    assert_eq!(condition_status(&status, condition::DEGRADED).as_deref(), Some("False"));
     assert!(status.completed_at.is_some());
 }
 
@@ -364,14 +281,8 @@ fn all_succeeded_is_ready() {
     let spec = spec(2, FailurePolicy::Halt, 1);
     let status = status_of(&spec, vec![succeeded(1), succeeded(2)]);
     assert_eq!(status.phase, Some(ApplyPhase::Succeeded));
-    assert_eq!(
-        condition_status(&status, condition::READY).as_deref(),
-        Some("True")
-    );
-    assert_eq!(
-        condition_status(&status, condition::RECONCILING).as_deref(),
-        Some("False")
-    );
+    assert_eq!(condition_status(&status, condition::READY).as_deref(), Some("True"));
+    assert_eq!(condition_status(&status, condition::RECONCILING).as_deref(), Some("False"));
     assert_eq!(status.progress, "2/2");
 }
 
@@ -395,12 +306,7 @@ fn stop_terminalizes_only_pending_siblings() {
 fn running_operation_stops_at_its_next_check() {
     let mut spec = spec(2, FailurePolicy::Halt, 1);
     spec.stop = true;
-    let plan = plan_with(
-        &spec,
-        vec![mine(1), pending(0)],
-        &[("a", Health::Healthy)],
-        10,
-    );
+    let plan = plan_with(&spec, vec![mine(1), pending(0)], &[("a", Health::Healthy)], 10);
     assert_eq!(
         writes(&plan),
         vec![
@@ -419,13 +325,7 @@ fn stop_completes_only_when_nothing_runs() {
     spec.stop = true;
     let running_still = status_of(&spec, vec![running("x", 1), stopped(0)]);
     assert_eq!(running_still.phase, Some(ApplyPhase::Running));
-    assert_eq!(
-        running_still
-            .stop
-            .as_ref()
-            .and_then(|s| s.completed_at.clone()),
-        None
-    );
+    assert_eq!(running_still.stop.as_ref().and_then(|s| s.completed_at.clone()), None);
     let done = status_of(&spec, vec![stopped(1), stopped(0)]);
     assert_eq!(done.phase, Some(ApplyPhase::Stopped));
     assert!(done.stop.and_then(|s| s.completed_at).is_some());
@@ -435,18 +335,9 @@ fn stop_completes_only_when_nothing_runs() {
 fn stopped_apply_settles_by_what_its_operations_did() {
     let mut spec = spec(2, FailurePolicy::Halt, 1);
     spec.stop = true;
-    assert_eq!(
-        phase_of(&spec, vec![succeeded(1), succeeded(1)]),
-        ApplyPhase::Succeeded
-    );
-    assert_eq!(
-        phase_of(&spec, vec![failed(1), stopped(0)]),
-        ApplyPhase::Failed
-    );
-    assert_eq!(
-        phase_of(&spec, vec![succeeded(1), stopped(0)]),
-        ApplyPhase::Stopped
-    );
+    assert_eq!(phase_of(&spec, vec![succeeded(1), succeeded(1)]), ApplyPhase::Succeeded);
+    assert_eq!(phase_of(&spec, vec![failed(1), stopped(0)]), ApplyPhase::Failed);
+    assert_eq!(phase_of(&spec, vec![succeeded(1), stopped(0)]), ApplyPhase::Stopped);
 }
 
 #[test]
@@ -456,10 +347,7 @@ fn stop_settles_a_continue_failure_with_nothing_active() {
     let plan = plan(&spec, vec![failed(1), pending(0), pending(0)]);
     let status = plan.status.expect("a status");
     assert_eq!(status.phase, Some(ApplyPhase::Failed));
-    assert!(
-        status.stop.and_then(|s| s.completed_at).is_some(),
-        "the stop completes"
-    );
+    assert!(status.stop.and_then(|s| s.completed_at).is_some(), "the stop completes");
     assert!(plan.notes.contains(&Note::StopCompleted));
 }
 
@@ -504,11 +392,7 @@ fn first_failed_operation_by_index_sets_the_error_even_if_a_later_one_failed_las
     let status = status_of(&spec, vec![succeeded(1), failed(2), later]);
     let error = status.error.expect("an error");
     assert_eq!((error.id.as_str(), error.operation.as_str()), ("b-2", "b"));
-    assert!(
-        status.message.contains("`b`"),
-        "message names it: {}",
-        status.message
-    );
+    assert!(status.message.contains("`b`"), "message names it: {}", status.message);
 }
 
 #[test]
@@ -523,23 +407,14 @@ fn dismissal_by_current_id_resets_failed_operations_and_the_rollout_goes_on() {
             ("b".into(), WriteKind::Claim, OperationPhase::Running),
         ]
     );
-    let OperationWrite::Status {
-        status: claimed, ..
-    } = &plan.writes[1]
-    else {
+    let OperationWrite::Status { status: claimed, .. } = &plan.writes[1] else {
         panic!("a status write")
     };
     assert_eq!(claimed.attempt, 2, "the next claim numbers a new attempt");
     let status = plan.status.expect("a status");
     assert_eq!(status.error, None);
-    assert_eq!(
-        status.last_dismissed_error.map(|d| d.id),
-        Some("b-1".into())
-    );
-    assert!(
-        plan.notes
-            .contains(&Note::ErrorDismissed { id: "b-1".into() })
-    );
+    assert_eq!(status.last_dismissed_error.map(|d| d.id), Some("b-1".into()));
+    assert!(plan.notes.contains(&Note::ErrorDismissed { id: "b-1".into() }));
 }
 
 #[test]
@@ -549,15 +424,10 @@ fn stale_dismissal_id_never_dismisses_newer_error() {
     let plan = plan(&spec, vec![failed(2), pending(0)]);
     assert!(writes(&plan).is_empty());
     assert!(
-        plan.notes
-            .iter()
-            .any(|n| matches!(n, Note::DismissalIgnored { id, .. } if id == "a-1"))
+        plan.notes.iter().any(|n| matches!(n, Note::DismissalIgnored { id, .. } if id == "a-1"))
     );
     let status = plan.status.expect("a status");
-    assert_eq!(
-        condition_status(&status, condition::DISMISSAL_REJECTED).as_deref(),
-        Some("True")
-    );
+    assert_eq!(condition_status(&status, condition::DISMISSAL_REJECTED).as_deref(), Some("True"));
     assert_eq!(status.error.map(|e| e.id), Some("a-2".into()));
 }
 
@@ -565,23 +435,11 @@ fn stale_dismissal_id_never_dismisses_newer_error() {
 fn dismissal_waits_while_operations_still_run() {
     let mut spec = spec(3, FailurePolicy::Continue, 2);
     spec.dismiss_error = Some("a-1".into());
-    let waiting = plan_with(
-        &spec,
-        vec![failed(1), mine(1), pending(0)],
-        &[("b", Health::Progressing)],
-        10,
-    );
-    assert!(
-        writes(&waiting)
-            .iter()
-            .all(|(_, kind, _)| *kind != WriteKind::Dismiss)
-    );
-    let settled = plan_with(
-        &spec,
-        vec![failed(1), mine(1), succeeded(1)],
-        &[("b", Health::Healthy)],
-        10,
-    );
+    let waiting =
+        plan_with(&spec, vec![failed(1), mine(1), pending(0)], &[("b", Health::Progressing)], 10);
+    assert!(writes(&waiting).iter().all(|(_, kind, _)| *kind != WriteKind::Dismiss));
+    let settled =
+        plan_with(&spec, vec![failed(1), mine(1), succeeded(1)], &[("b", Health::Healthy)], 10);
     assert_eq!(
         writes(&settled),
         vec![
@@ -612,10 +470,7 @@ fn applied_dismissal_is_not_reported_as_stale() {
     let plan = plan(&spec, vec![retried, pending(0)]);
     assert!(plan.notes.is_empty(), "{:?}", plan.notes);
     let status = plan.status.expect("a status");
-    assert_eq!(
-        condition_status(&status, condition::DISMISSAL_REJECTED),
-        None
-    );
+    assert_eq!(condition_status(&status, condition::DISMISSAL_REJECTED), None);
 }
 
 // ---- Section 6: end-of-rollout effects follow the projected phase ----------------------------
@@ -623,31 +478,12 @@ fn applied_dismissal_is_not_reported_as_stale() {
 #[test]
 fn settled_event_follows_the_projected_phase_not_an_operation_result() {
     let spec = spec(2, FailurePolicy::Halt, 1);
-    let first = plan_with(
-        &spec,
-        vec![mine(1), pending(0)],
-        &[("a", Health::Healthy)],
-        10,
-    );
+    let first = plan_with(&spec, vec![mine(1), pending(0)], &[("a", Health::Healthy)], 10);
+    assert!(!first.notes.iter().any(|n| matches!(n, Note::Settled { .. })));
+    let last = plan_with(&spec, vec![succeeded(1), mine(1)], &[("b", Health::Healthy)], 10);
     assert!(
-        !first
-            .notes
-            .iter()
-            .any(|n| matches!(n, Note::Settled { .. }))
+        last.notes.iter().any(|n| matches!(n, Note::Settled { phase: ApplyPhase::Succeeded, .. }))
     );
-    let last = plan_with(
-        &spec,
-        vec![succeeded(1), mine(1)],
-        &[("b", Health::Healthy)],
-        10,
-    );
-    assert!(last.notes.iter().any(|n| matches!(
-        n,
-        Note::Settled {
-            phase: ApplyPhase::Succeeded,
-            ..
-        }
-    )));
 }
 
 #[test]
@@ -669,10 +505,8 @@ fn unchanged_condition_keeps_its_transition_time() {
 #[test]
 fn key_already_done_skips_the_apply_and_names_who_did_it() {
     let spec = spec(2, FailurePolicy::Halt, 1);
-    let done = ApplyFacts {
-        idempotency: Idempotency::AlreadyDone { by: "first".into() },
-        ..facts(&spec)
-    };
+    let done =
+        ApplyFacts { idempotency: Idempotency::AlreadyDone { by: "first".into() }, ..facts(&spec) };
     let status = project(&done, &children(vec![pending(0), pending(0)]));
     assert_eq!(status.phase, Some(ApplyPhase::Skipped));
     assert!(status.message.contains("`first`"), "{}", status.message);
@@ -682,19 +516,14 @@ fn key_already_done_skips_the_apply_and_names_who_did_it() {
 fn key_in_flight_elsewhere_waits_pending_with_duplicate_reason() {
     let spec = spec(2, FailurePolicy::Halt, 1);
     let waiting = ApplyFacts {
-        idempotency: Idempotency::InFlightElsewhere {
-            holder: "first".into(),
-        },
+        idempotency: Idempotency::InFlightElsewhere { holder: "first".into() },
         ..facts(&spec)
     };
     let children = children(vec![pending(0), pending(0)]);
     let status = project(&waiting, &children);
     assert_eq!(status.phase, Some(ApplyPhase::Pending));
-    let reconciling = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == condition::RECONCILING)
-        .expect("condition");
+    let reconciling =
+        status.conditions.iter().find(|c| c.type_ == condition::RECONCILING).expect("condition");
     assert_eq!(reconciling.reason, reason::DUPLICATE_IN_FLIGHT);
     let health = BTreeMap::new();
     let plan = decide(&Observed {

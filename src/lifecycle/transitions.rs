@@ -60,10 +60,7 @@ pub fn claim(
     let mut next = status.clone();
     next.phase = OperationPhase::Running;
     next.attempt = status.attempt.saturating_add(1);
-    next.claim = Some(Claim {
-        holder: holder.to_owned(),
-        at: Time(now),
-    });
+    next.claim = Some(Claim { holder: holder.to_owned(), at: Time(now) });
     next.started_at = Some(Time(now));
     next.first_started_at = status.first_started_at.clone().or(Some(Time(now)));
     next.reason = Some(reason::CLAIMED.to_owned());
@@ -85,10 +82,7 @@ pub fn take_over(
         return Err(Refused::AlreadyHeld(holder.to_owned()));
     }
     let mut next = status.clone();
-    next.claim = Some(Claim {
-        holder: holder.to_owned(),
-        at: Time(now),
-    });
+    next.claim = Some(Claim { holder: holder.to_owned(), at: Time(now) });
     next.reason = Some(reason::TAKEN_OVER.to_owned());
     next.message = Some(format!(
         "taken over by {holder} from {} in attempt {}",
@@ -131,10 +125,7 @@ pub fn stop(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus,
         OperationPhase::Pending | OperationPhase::Running => {}
         actual if actual.is_terminal() => return Err(Refused::AlreadyTerminal(actual)),
         actual => {
-            return Err(Refused::WrongPhase {
-                expected: OperationPhase::Pending,
-                actual,
-            });
+            return Err(Refused::WrongPhase { expected: OperationPhase::Pending, actual });
         }
     }
     let mut next = status.clone();
@@ -144,10 +135,9 @@ pub fn stop(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus,
     next.stopped_at = Some(Time(now));
     next.reason = Some(reason::STOP_REQUESTED.to_owned());
     next.message = Some(match status.phase {
-        OperationPhase::Running => format!(
-            "stopped during attempt {}; applied objects left as they are",
-            status.attempt
-        ),
+        OperationPhase::Running => {
+            format!("stopped during attempt {}; applied objects left as they are", status.attempt)
+        }
         _ => "stopped before it was claimed".to_owned(),
     });
     set_ready(&mut next, now);
@@ -169,10 +159,7 @@ pub fn dismiss(
     match status.phase {
         OperationPhase::Failed => {}
         actual => {
-            return Err(Refused::WrongPhase {
-                expected: OperationPhase::Failed,
-                actual,
-            });
+            return Err(Refused::WrongPhase { expected: OperationPhase::Failed, actual });
         }
     }
     let mut next = back_to_pending(status, now);
@@ -198,10 +185,7 @@ fn back_to_pending(status: &OperationStatus, now: Timestamp) -> OperationStatus 
 /// An Operation carries one `Ready` condition, true only once it succeeded.
 fn set_ready(status: &mut OperationStatus, now: Timestamp) {
     let ready = status.phase == OperationPhase::Succeeded;
-    let reason = status
-        .reason
-        .clone()
-        .unwrap_or_else(|| status.phase.as_str().to_owned());
+    let reason = status.reason.clone().unwrap_or_else(|| status.phase.as_str().to_owned());
     let condition = Condition {
         type_: condition::READY.to_owned(),
         status: if ready { "True" } else { "False" }.to_owned(),
@@ -210,21 +194,14 @@ fn set_ready(status: &mut OperationStatus, now: Timestamp) {
         last_transition_time: Time(now),
         observed_generation: status.observed_generation,
     };
-    match status
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == condition::READY)
-    {
+    match status.conditions.iter_mut().find(|c| c.type_ == condition::READY) {
         Some(existing) => {
             let since = if existing.status == condition.status {
                 existing.last_transition_time.clone()
             } else {
                 condition.last_transition_time.clone()
             };
-            *existing = Condition {
-                last_transition_time: since,
-                ..condition
-            };
+            *existing = Condition { last_transition_time: since, ..condition };
         }
         None => status.conditions.push(condition),
     }
@@ -240,10 +217,7 @@ mod tests {
         let next = claim(&pending(2), "replica-a", at(10)).expect("pending is claimable");
         assert_eq!(next.phase, OperationPhase::Running);
         assert_eq!(next.attempt, 3);
-        assert_eq!(
-            next.claim.as_ref().map(|c| c.holder.as_str()),
-            Some("replica-a")
-        );
+        assert_eq!(next.claim.as_ref().map(|c| c.holder.as_str()), Some("replica-a"));
         assert_eq!(next.started_at, Some(Time(at(10))));
     }
 
@@ -260,10 +234,7 @@ mod tests {
 
     #[test]
     fn late_failure_never_overwrites_success() {
-        let failure = Outcome::Failed {
-            reason: FailureReason::Unhealthy,
-            message: "late".into(),
-        };
+        let failure = Outcome::Failed { reason: FailureReason::Unhealthy, message: "late".into() };
         assert_eq!(
             finish(&succeeded(1), failure, at(5)),
             Err(Refused::AlreadyTerminal(OperationPhase::Succeeded))
@@ -295,10 +266,7 @@ mod tests {
 
     #[test]
     fn reset_to_pending_clears_the_last_run_and_keeps_attempt() {
-        let dismissal = DismissedError {
-            id: "a-2".into(),
-            at: Time(at(9)),
-        };
+        let dismissal = DismissedError { id: "a-2".into(), at: Time(at(9)) };
         for next in [
             resume(&stopped(2), at(9)).expect("stopped resumes"),
             dismiss(&failed(2), &dismissal, at(9)).expect("failed is dismissible"),

@@ -41,21 +41,15 @@ async fn check(client: &Client, namespace: &str, path: &Path) -> Option<String> 
     let text = std::fs::read_to_string(path).expect("a readable case");
     let case: Case = serde_yaml_ng::from_str(&text).expect("a well-formed case");
     let api = applies(client, namespace);
-    let created = api
-        .create(&PostParams::default(), &object(case.create))
-        .await;
+    let created = api.create(&PostParams::default(), &object(case.create)).await;
     let outcome = match (case.update, created) {
         (None, created) => created.map(|_| ()),
         (Some(update), Ok(created)) => {
             let name = created.metadata.name.unwrap_or_default();
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(update))
-                .await
-                .map(|_| ())
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(update)).await.map(|_| ())
         }
         (Some(_), Err(error)) => {
-            return Some(format!(
-                "the valid Apply before the update was rejected: {error}"
-            ));
+            return Some(format!("the valid Apply before the update was rejected: {error}"));
         }
     };
     match outcome {
@@ -73,11 +67,7 @@ async fn bad_input_is_rejected_at_admission_with_the_intended_message() {
     let client = admin_client().await;
     let ns = TestNamespace::create(&client, "admission").await;
     let files = cases();
-    assert!(
-        files.len() >= 10,
-        "the corpus is missing: {} cases",
-        files.len()
-    );
+    assert!(files.len() >= 10, "the corpus is missing: {} cases", files.len());
     let mut failures = Vec::new();
     for path in &files {
         if let Some(problem) = check(&client, &ns.name, path).await {
@@ -128,21 +118,11 @@ async fn valid_apply_is_accepted_with_defaults_and_printer_columns() {
     assert_eq!(read.spec.operations.len(), 2);
 
     let output = kubectl(&["get", "applies", "-n", &ns.name]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let header = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let header =
+        String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or_default().to_owned();
     for column in ["NAME", "PHASE", "PROGRESS", "CURRENT", "ERROR", "AGE"] {
-        assert!(
-            header.contains(column),
-            "`kubectl get applies` lacks {column}: {header}"
-        );
+        assert!(header.contains(column), "`kubectl get applies` lacks {column}: {header}");
     }
     let by_category = kubectl(&["get", "baton", "-n", &ns.name, "-o", "name"]);
     assert!(String::from_utf8_lossy(&by_category.stdout).contains("apply.baton.dev/web"));

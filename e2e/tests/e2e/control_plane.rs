@@ -14,16 +14,10 @@ async fn crds_install_and_are_established() {
     let client = admin_client().await;
     let ns = TestNamespace::create(&client, "crds").await;
     let applies: Api<baton::crd::Apply> = Api::namespaced(client.clone(), &ns.name);
-    let list = applies
-        .list(&Default::default())
-        .await
-        .expect("applies are served");
+    let list = applies.list(&Default::default()).await.expect("applies are served");
     assert!(list.items.is_empty());
     let operations: Api<baton::crd::Operation> = Api::namespaced(client, &ns.name);
-    operations
-        .list(&Default::default())
-        .await
-        .expect("operations are served");
+    operations.list(&Default::default()).await.expect("operations are served");
 }
 
 #[tokio::test]
@@ -48,59 +42,37 @@ async fn garbage_collection_deletes_owned_objects() {
     let ns = TestNamespace::create(&client, "gc").await;
     let api: Api<ConfigMap> = Api::namespaced(client, &ns.name);
     let named = |name: &str| ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
         ..ConfigMap::default()
     };
-    let owner = api
-        .create(&PostParams::default(), &named("owner"))
-        .await
-        .expect("owner created");
+    let owner = api.create(&PostParams::default(), &named("owner")).await.expect("owner created");
     let mut child = named("child");
-    child.metadata.owner_references = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    child.metadata.owner_references =
+        Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
             name: "owner".into(),
             uid: owner.metadata.uid.clone().expect("a uid"),
             controller: Some(true),
             block_owner_deletion: Some(true),
-        },
-    ]);
-    api.create(&PostParams::default(), &child)
-        .await
-        .expect("child created");
-    api.delete("owner", &DeleteParams::background())
-        .await
-        .expect("owner deleted");
-    wait_for(
-        "the garbage collector to delete the child",
-        Duration::from_secs(60),
-        || {
-            let api = api.clone();
-            async move {
-                match api.get("child").await {
-                    Err(kube::Error::Api(status)) if status.code == 404 => Some(()),
-                    _ => None,
-                }
+        }]);
+    api.create(&PostParams::default(), &child).await.expect("child created");
+    api.delete("owner", &DeleteParams::background()).await.expect("owner deleted");
+    wait_for("the garbage collector to delete the child", Duration::from_secs(60), || {
+        let api = api.clone();
+        async move {
+            match api.get("child").await {
+                Err(kube::Error::Api(status)) if status.code == 404 => Some(()),
+                _ => None,
             }
-        },
-    )
+        }
+    })
     .await;
 }
 
 #[tokio::test]
 async fn kubectl_reaches_the_cluster() {
     let output = kubectl(&["get", "namespace", "default", "-o", "name"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "namespace/default"
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "namespace/default");
 }

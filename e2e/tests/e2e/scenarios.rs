@@ -16,9 +16,7 @@ use super::support::{PATIENCE, World, config_map, deployment, job, spec};
 /// A failed Job stays failed: the user deletes it (with its pods) before retrying.
 async fn delete_job(world: &World, name: &str) {
     let jobs: Api<Job> = Api::namespaced(world.client.clone(), &world.ns.name);
-    jobs.delete(name, &DeleteParams::foreground())
-        .await
-        .expect("deleting the Job");
+    jobs.delete(name, &DeleteParams::foreground()).await.expect("deleting the Job");
     wait_for("the Job to be gone", PATIENCE, || {
         let jobs = jobs.clone();
         async move { jobs.get_opt(name).await.ok()?.is_none().then_some(()) }
@@ -39,52 +37,26 @@ async fn three_operations_run_strictly_in_order() {
     let world = World::new("order").await;
     let ns = world.ns.name.clone();
     let names = ["a", "b", "c"];
-    let ops = names
-        .iter()
-        .map(|n| (*n, deployment(&format!("web-{n}"))))
-        .collect();
-    world
-        .create("ordered", spec(&ns, FailurePolicy::Halt, 1, ops))
-        .await;
+    let ops = names.iter().map(|n| (*n, deployment(&format!("web-{n}")))).collect();
+    world.create("ordered", spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     for (position, name) in names.iter().enumerate() {
-        world
-            .wait_operation_phase("ordered", name, OperationPhase::Running)
-            .await;
+        world.wait_operation_phase("ordered", name, OperationPhase::Running).await;
         let phases = world.phases("ordered").await;
-        assert_eq!(
-            running(&phases),
-            vec![(*name).to_owned()],
-            "only `{name}` runs: {phases:?}"
-        );
+        assert_eq!(running(&phases), vec![(*name).to_owned()], "only `{name}` runs: {phases:?}");
         for (later, phase, _) in &phases[position + 1..] {
-            assert_eq!(
-                *phase,
-                OperationPhase::Pending,
-                "`{later}` must wait for `{name}`"
-            );
+            assert_eq!(*phase, OperationPhase::Pending, "`{later}` must wait for `{name}`");
         }
         kubelet::deployment_rolled_out(&world.client, &ns, &format!("web-{name}")).await;
-        world
-            .wait_operation_phase("ordered", name, OperationPhase::Succeeded)
-            .await;
+        world.wait_operation_phase("ordered", name, OperationPhase::Succeeded).await;
     }
-    let apply = world
-        .wait_apply_phase("ordered", ApplyPhase::Succeeded)
-        .await;
+    let apply = world.wait_apply_phase("ordered", ApplyPhase::Succeeded).await;
     let status = apply.status.expect("a status");
     assert!(status.completed_at.is_some(), "completedAt is set");
     assert_eq!(status.progress, "3/3");
-    let inventory = world
-        .operation("ordered", "a")
-        .await
-        .status
-        .map(|s| s.inventory)
-        .unwrap_or_default();
+    let inventory =
+        world.operation("ordered", "a").await.status.map(|s| s.inventory).unwrap_or_default();
     assert_eq!(inventory.len(), 1, "the operation records what it applied");
-    assert_eq!(
-        (inventory[0].kind.as_str(), inventory[0].name.as_str()),
-        ("Deployment", "web-a")
-    );
+    assert_eq!((inventory[0].kind.as_str(), inventory[0].name.as_str()), ("Deployment", "web-a"));
 
     let reasons: Vec<String> = world
         .events("ordered")
@@ -111,13 +83,8 @@ async fn max_concurrent_two_over_five_never_runs_more_than_two() {
     let world = World::new("window").await;
     let ns = world.ns.name.clone();
     let names = ["a", "b", "c", "d", "e"];
-    let ops = names
-        .iter()
-        .map(|n| (*n, deployment(&format!("web-{n}"))))
-        .collect();
-    world
-        .create("window", spec(&ns, FailurePolicy::Halt, 2, ops))
-        .await;
+    let ops = names.iter().map(|n| (*n, deployment(&format!("web-{n}")))).collect();
+    world.create("window", spec(&ns, FailurePolicy::Halt, 2, ops)).await;
     let mut released = 0;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while released < names.len() {
@@ -126,30 +93,23 @@ async fn max_concurrent_two_over_five_never_runs_more_than_two() {
         let now_running = running(&phases);
         assert!(now_running.len() <= 2, "more than two running: {phases:?}");
         // Started in index order: nothing Pending below a Running operation.
-        if let Some(last) = phases
-            .iter()
-            .rposition(|(_, phase, _)| *phase == OperationPhase::Running)
+        if let Some(last) =
+            phases.iter().rposition(|(_, phase, _)| *phase == OperationPhase::Running)
         {
             assert!(
-                phases[..last]
-                    .iter()
-                    .all(|(_, phase, _)| *phase != OperationPhase::Pending),
+                phases[..last].iter().all(|(_, phase, _)| *phase != OperationPhase::Pending),
                 "{phases:?}"
             );
         }
         if let Some(first) = now_running.first() {
             kubelet::deployment_rolled_out(&world.client, &ns, &format!("web-{first}")).await;
-            world
-                .wait_operation_phase("window", first, OperationPhase::Succeeded)
-                .await;
+            world.wait_operation_phase("window", first, OperationPhase::Succeeded).await;
             released += 1;
         } else {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    world
-        .wait_apply_phase("window", ApplyPhase::Succeeded)
-        .await;
+    world.wait_apply_phase("window", ApplyPhase::Succeeded).await;
 }
 
 #[tokio::test]
@@ -162,21 +122,13 @@ async fn halt_stops_claiming_after_the_second_of_four_fails() {
         ("c", config_map("c")),
         ("d", config_map("d")),
     ];
-    world
-        .create("halt", spec(&ns, FailurePolicy::Halt, 1, ops))
-        .await;
-    world
-        .wait_operation_phase("halt", "b", OperationPhase::Running)
-        .await;
+    world.create("halt", spec(&ns, FailurePolicy::Halt, 1, ops)).await;
+    world.wait_operation_phase("halt", "b", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
     let apply = world.wait_apply_phase("halt", ApplyPhase::Failed).await;
     let error = apply.status.and_then(|s| s.error).expect("status.error");
     assert_eq!(
-        (
-            error.id.as_str(),
-            error.operation.as_str(),
-            error.reason.as_str()
-        ),
+        (error.id.as_str(), error.operation.as_str(), error.reason.as_str()),
         ("b-1", "b", "Unhealthy")
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -198,39 +150,22 @@ async fn pause_waits_then_dismissal_by_id_retries_and_completes() {
         ("c", config_map("c")),
         ("d", config_map("d")),
     ];
-    world
-        .create("pause", spec(&ns, FailurePolicy::Pause, 1, ops))
-        .await;
-    world
-        .wait_operation_phase("pause", "b", OperationPhase::Running)
-        .await;
+    world.create("pause", spec(&ns, FailurePolicy::Pause, 1, ops)).await;
+    world.wait_operation_phase("pause", "b", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
     let paused = world.wait_apply_phase("pause", ApplyPhase::Paused).await;
-    let id = paused
-        .status
-        .and_then(|s| s.error)
-        .map(|e| e.id)
-        .expect("an error id");
+    let id = paused.status.and_then(|s| s.error).map(|e| e.id).expect("an error id");
     assert_eq!(id, "b-1");
     // The user removes the failed Job (a failed Job stays failed), then dismisses the error.
     delete_job(&world, "migrate").await;
     world.patch_spec("pause", json!({"dismissError": id})).await;
-    world
-        .wait_operation_phase("pause", "b", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("pause", "b", OperationPhase::Running).await;
     kubelet::job_complete(&world.client, &ns, "migrate").await;
     let done = world.wait_apply_phase("pause", ApplyPhase::Succeeded).await;
     let status = done.status.expect("a status");
+    assert_eq!(status.last_dismissed_error.map(|d| d.id), Some("b-1".to_owned()));
     assert_eq!(
-        status.last_dismissed_error.map(|d| d.id),
-        Some("b-1".to_owned())
-    );
-    assert_eq!(
-        world
-            .operation("pause", "b")
-            .await
-            .status
-            .map(|s| s.attempt),
+        world.operation("pause", "b").await.status.map(|s| s.attempt),
         Some(2),
         "the retry is attempt 2"
     );
@@ -246,38 +181,23 @@ async fn continue_runs_siblings_past_a_failure_then_fails_the_verdict() {
         ("c", deployment("web-c")),
         ("d", deployment("web-d")),
     ];
-    world
-        .create("cont", spec(&ns, FailurePolicy::Continue, 1, ops))
-        .await;
-    world
-        .wait_operation_phase("cont", "b", OperationPhase::Running)
-        .await;
+    world.create("cont", spec(&ns, FailurePolicy::Continue, 1, ops)).await;
+    world.wait_operation_phase("cont", "b", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
-    world
-        .wait_operation_phase("cont", "c", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("cont", "c", OperationPhase::Running).await;
     let apply = world.apply("cont").await;
     let status = apply.status.expect("a status");
     assert_eq!(status.phase, Some(ApplyPhase::Running));
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .map(|c| c.status.clone());
+    let degraded =
+        status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| c.status.clone());
     assert_eq!(degraded.as_deref(), Some("True"));
     kubelet::deployment_rolled_out(&world.client, &ns, "web-c").await;
-    world
-        .wait_operation_phase("cont", "d", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("cont", "d", OperationPhase::Running).await;
     kubelet::deployment_rolled_out(&world.client, &ns, "web-d").await;
     let failed = world.wait_apply_phase("cont", ApplyPhase::Failed).await;
     let status = failed.status.expect("a status");
     assert_eq!(status.error.map(|e| e.id), Some("b-1".to_owned()));
-    assert!(
-        status.message.contains("`b`"),
-        "the message names the second: {}",
-        status.message
-    );
+    assert!(status.message.contains("`b`"), "the message names the second: {}", status.message);
 }
 
 #[tokio::test]
@@ -285,86 +205,44 @@ async fn stop_while_the_first_of_five_runs_then_resume() {
     let world = World::new("stop").await;
     let ns = world.ns.name.clone();
     let names = ["a", "b", "c", "d", "e"];
-    let ops = names
-        .iter()
-        .map(|n| (*n, deployment(&format!("web-{n}"))))
-        .collect();
-    world
-        .create("stop", spec(&ns, FailurePolicy::Halt, 1, ops))
-        .await;
-    world
-        .wait_operation_phase("stop", "a", OperationPhase::Running)
-        .await;
+    let ops = names.iter().map(|n| (*n, deployment(&format!("web-{n}")))).collect();
+    world.create("stop", spec(&ns, FailurePolicy::Halt, 1, ops)).await;
+    world.wait_operation_phase("stop", "a", OperationPhase::Running).await;
     world.patch_spec("stop", json!({"stop": true})).await;
     let stopped = world.wait_apply_phase("stop", ApplyPhase::Stopped).await;
     let status = stopped.status.expect("a status");
-    assert!(
-        status.stop.and_then(|s| s.completed_at).is_some(),
-        "stop.completedAt is set"
-    );
+    assert!(status.stop.and_then(|s| s.completed_at).is_some(), "stop.completedAt is set");
     let phases = world.phases("stop").await;
-    assert!(
-        phases
-            .iter()
-            .all(|(_, phase, _)| *phase == OperationPhase::Stopped),
-        "{phases:?}"
-    );
+    assert!(phases.iter().all(|(_, phase, _)| *phase == OperationPhase::Stopped), "{phases:?}");
     assert!(
         phases[1..].iter().all(|(_, _, attempt)| *attempt == 0),
         "nothing claimed after the stop: {phases:?}"
     );
-    assert!(
-        world
-            .operation("stop", "a")
-            .await
-            .status
-            .and_then(|s| s.completed_at)
-            .is_none()
-    );
+    assert!(world.operation("stop", "a").await.status.and_then(|s| s.completed_at).is_none());
 
     world.patch_spec("stop", json!({"stop": false})).await;
     for name in names {
-        world
-            .wait_operation_phase("stop", name, OperationPhase::Running)
-            .await;
+        world.wait_operation_phase("stop", name, OperationPhase::Running).await;
         kubelet::deployment_rolled_out(&world.client, &ns, &format!("web-{name}")).await;
-        world
-            .wait_operation_phase("stop", name, OperationPhase::Succeeded)
-            .await;
+        world.wait_operation_phase("stop", name, OperationPhase::Succeeded).await;
     }
     let done = world.wait_apply_phase("stop", ApplyPhase::Succeeded).await;
-    assert!(
-        done.status.and_then(|s| s.stop).is_none(),
-        "status.stop is cleared by the resume"
-    );
+    assert!(done.status.and_then(|s| s.stop).is_none(), "status.stop is cleared by the resume");
 }
 
 #[tokio::test]
 async fn stop_under_continue_after_a_failure_settles_failed() {
     let world = World::new("stopcont").await;
     let ns = world.ns.name.clone();
-    let ops = vec![
-        ("a", job("migrate")),
-        ("b", deployment("web-b")),
-        ("c", config_map("c")),
-    ];
-    world
-        .create("sc", spec(&ns, FailurePolicy::Continue, 1, ops))
-        .await;
-    world
-        .wait_operation_phase("sc", "a", OperationPhase::Running)
-        .await;
+    let ops = vec![("a", job("migrate")), ("b", deployment("web-b")), ("c", config_map("c"))];
+    world.create("sc", spec(&ns, FailurePolicy::Continue, 1, ops)).await;
+    world.wait_operation_phase("sc", "a", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
-    world
-        .wait_operation_phase("sc", "b", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("sc", "b", OperationPhase::Running).await;
     world.patch_spec("sc", json!({"stop": true})).await;
     let settled = world.wait_apply_phase("sc", ApplyPhase::Failed).await;
     let status = settled.status.expect("a status");
-    assert!(
-        status.stop.and_then(|s| s.completed_at).is_some(),
-        "the stop completes"
-    );
+    assert!(status.stop.and_then(|s| s.completed_at).is_some(), "the stop completes");
     let phases = world.phases("sc").await;
     assert_eq!(phases[1].1, OperationPhase::Stopped);
     assert_eq!(phases[2], ("c".to_owned(), OperationPhase::Stopped, 0));
@@ -377,22 +255,13 @@ async fn stale_dismissal_changes_nothing_and_says_why() {
     world
         .create(
             "stale",
-            spec(
-                &ns,
-                FailurePolicy::Halt,
-                1,
-                vec![("a", job("migrate")), ("b", config_map("b"))],
-            ),
+            spec(&ns, FailurePolicy::Halt, 1, vec![("a", job("migrate")), ("b", config_map("b"))]),
         )
         .await;
-    world
-        .wait_operation_phase("stale", "a", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("stale", "a", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
     world.wait_apply_phase("stale", ApplyPhase::Failed).await;
-    world
-        .patch_spec("stale", json!({"dismissError": "a-0"}))
-        .await;
+    world.patch_spec("stale", json!({"dismissError": "a-0"})).await;
     let applies = world.applies();
     let apply = wait_for("the DismissalRejected condition", PATIENCE, || {
         let applies = applies.clone();
@@ -412,18 +281,12 @@ async fn stale_dismissal_changes_nothing_and_says_why() {
     assert_eq!(status.phase, Some(ApplyPhase::Failed));
     assert_eq!(status.error.map(|e| e.id), Some("a-1".to_owned()));
     assert_eq!(
-        world
-            .operation("stale", "a")
-            .await
-            .status
-            .map(|s| (s.phase, s.attempt)),
+        world.operation("stale", "a").await.status.map(|s| (s.phase, s.attempt)),
         Some((OperationPhase::Failed, 1))
     );
     let events = world.events("stale").await;
     assert!(
-        events
-            .iter()
-            .any(|(reason, note)| reason == "DismissalIgnored" && note.contains("a-0")),
+        events.iter().any(|(reason, note)| reason == "DismissalIgnored" && note.contains("a-0")),
         "{events:?}"
     );
 }
@@ -433,44 +296,27 @@ async fn dismissal_while_another_operation_runs_waits_until_it_settles() {
     let world = World::new("waitdismiss").await;
     let ns = world.ns.name.clone();
     let ops = vec![("a", job("migrate")), ("b", deployment("web-b"))];
-    world
-        .create("wd", spec(&ns, FailurePolicy::Halt, 2, ops))
-        .await;
-    world
-        .wait_operation_phase("wd", "b", OperationPhase::Running)
-        .await;
+    world.create("wd", spec(&ns, FailurePolicy::Halt, 2, ops)).await;
+    world.wait_operation_phase("wd", "b", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
-    world
-        .wait_operation_phase("wd", "a", OperationPhase::Failed)
-        .await;
+    world.wait_operation_phase("wd", "a", OperationPhase::Failed).await;
     delete_job(&world, "migrate").await;
     world.patch_spec("wd", json!({"dismissError": "a-1"})).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        world
-            .operation("wd", "a")
-            .await
-            .status
-            .map(|s| (s.phase, s.attempt)),
+        world.operation("wd", "a").await.status.map(|s| (s.phase, s.attempt)),
         Some((OperationPhase::Failed, 1)),
         "the dismissal waits while `b` runs"
     );
     kubelet::deployment_rolled_out(&world.client, &ns, "web-b").await;
-    world
-        .wait_operation_phase("wd", "a", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("wd", "a", OperationPhase::Running).await;
     kubelet::job_complete(&world.client, &ns, "migrate").await;
     let done = world.wait_apply_phase("wd", ApplyPhase::Succeeded).await;
     assert_eq!(
-        done.status
-            .and_then(|s| s.last_dismissed_error)
-            .map(|d| d.id),
+        done.status.and_then(|s| s.last_dismissed_error).map(|d| d.id),
         Some("a-1".to_owned())
     );
-    assert_eq!(
-        world.operation("wd", "a").await.status.map(|s| s.attempt),
-        Some(2)
-    );
+    assert_eq!(world.operation("wd", "a").await.status.map(|s| s.attempt), Some(2));
 }
 
 #[tokio::test]
@@ -485,36 +331,19 @@ async fn dispatch_failures_are_failed_with_the_api_servers_message() {
         &ns,
         FailurePolicy::Continue,
         1,
-        vec![
-            ("invalid", invalid),
-            ("unknown", unknown),
-            ("forbidden", config_map("cm")),
-        ],
+        vec![("invalid", invalid), ("unknown", unknown), ("forbidden", config_map("cm"))],
     );
     spec.operations[2].target.namespace = forbidden.name.clone();
     world.create("df", spec).await;
     world.wait_apply_phase("df", ApplyPhase::Failed).await;
-    for (operation, expected) in [
-        ("invalid", "invalid"),
-        ("unknown", "Widget"),
-        ("forbidden", "forbidden"),
-    ] {
-        let status = world
-            .operation("df", operation)
-            .await
-            .status
-            .expect("a status");
+    for (operation, expected) in
+        [("invalid", "invalid"), ("unknown", "Widget"), ("forbidden", "forbidden")]
+    {
+        let status = world.operation("df", operation).await.status.expect("a status");
         assert_eq!(status.phase, OperationPhase::Failed, "{operation}");
-        assert_eq!(
-            status.reason.as_deref(),
-            Some("DispatchFailed"),
-            "{operation}"
-        );
+        assert_eq!(status.reason.as_deref(), Some("DispatchFailed"), "{operation}");
         let message = status.message.unwrap_or_default();
-        assert!(
-            message.contains(expected),
-            "{operation}: `{message}` lacks `{expected}`"
-        );
+        assert!(message.contains(expected), "{operation}: `{message}` lacks `{expected}`");
     }
     let cms: Api<ConfigMap> = Api::namespaced(world.client.clone(), &forbidden.name);
     assert!(
@@ -527,20 +356,11 @@ async fn dispatch_failures_are_failed_with_the_api_servers_message() {
 async fn timeout_fails_the_operation() {
     let world = World::new("timeout").await;
     let ns = world.ns.name.clone();
-    let mut spec = spec(
-        &ns,
-        FailurePolicy::Halt,
-        1,
-        vec![("slow", deployment("never-ready"))],
-    );
+    let mut spec = spec(&ns, FailurePolicy::Halt, 1, vec![("slow", deployment("never-ready"))]);
     spec.operations[0].timeout = "2s".to_owned();
     world.create("to", spec).await;
     world.wait_apply_phase("to", ApplyPhase::Failed).await;
-    let status = world
-        .operation("to", "slow")
-        .await
-        .status
-        .expect("a status");
+    let status = world.operation("to", "slow").await.status.expect("a status");
     assert_eq!(status.reason.as_deref(), Some("Timeout"));
 }
 
@@ -549,32 +369,15 @@ async fn failing_job_is_unhealthy_and_named() {
     let world = World::new("job").await;
     let ns = world.ns.name.clone();
     world
-        .create(
-            "jf",
-            spec(
-                &ns,
-                FailurePolicy::Halt,
-                1,
-                vec![("migrate", job("db-migrate"))],
-            ),
-        )
+        .create("jf", spec(&ns, FailurePolicy::Halt, 1, vec![("migrate", job("db-migrate"))]))
         .await;
-    world
-        .wait_operation_phase("jf", "migrate", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("jf", "migrate", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "db-migrate").await;
     world.wait_apply_phase("jf", ApplyPhase::Failed).await;
-    let status = world
-        .operation("jf", "migrate")
-        .await
-        .status
-        .expect("a status");
+    let status = world.operation("jf", "migrate").await.status.expect("a status");
     assert_eq!(status.reason.as_deref(), Some("Unhealthy"));
     let message = status.message.unwrap_or_default();
-    assert!(
-        message.contains("Job `db-migrate`"),
-        "the message names the Job: {message}"
-    );
+    assert!(message.contains("Job `db-migrate`"), "the message names the Job: {message}");
 }
 
 #[tokio::test]
@@ -592,9 +395,7 @@ async fn killed_operator_resumes_the_running_operation_in_the_same_attempt() {
             ),
         )
         .await;
-    world
-        .wait_operation_phase("crash", "a", OperationPhase::Running)
-        .await;
+    world.wait_operation_phase("crash", "a", OperationPhase::Running).await;
     world.operator.kill();
     let replacement = Operator::start(&world.client, &ns).await;
     kubelet::deployment_rolled_out(&world.client, &ns, "web-a").await;
@@ -612,11 +413,7 @@ async fn killed_operator_resumes_the_running_operation_in_the_same_attempt() {
     )
     .await;
     assert_eq!(
-        world
-            .operation("crash", "a")
-            .await
-            .status
-            .map(|s| s.attempt),
+        world.operation("crash", "a").await.status.map(|s| s.attempt),
         Some(1),
         "same attempt"
     );
@@ -626,12 +423,7 @@ async fn killed_operator_resumes_the_running_operation_in_the_same_attempt() {
         .filter(|(reason, note)| reason == "OperationStarted" && note.contains("`a`"))
         .count();
     assert_eq!(started_a, 1, "claimed once: {events:?}");
-    assert!(
-        events
-            .iter()
-            .any(|(reason, _)| reason == "OperationTakenOver"),
-        "{events:?}"
-    );
+    assert!(events.iter().any(|(reason, _)| reason == "OperationTakenOver"), "{events:?}");
     drop(replacement);
 }
 
@@ -642,18 +434,12 @@ async fn two_replicas_share_twenty_applies_without_double_claims() {
     let second = Operator::start(&world.client, &ns).await;
     for index in 0..20 {
         let name = format!("r{index}");
-        let ops = vec![
-            ("a", config_map(&format!("{name}-a"))),
-            ("b", config_map(&format!("{name}-b"))),
-        ];
-        world
-            .create(&name, spec(&ns, FailurePolicy::Halt, 1, ops))
-            .await;
+        let ops =
+            vec![("a", config_map(&format!("{name}-a"))), ("b", config_map(&format!("{name}-b")))];
+        world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     }
     for index in 0..20 {
-        world
-            .wait_apply_phase(&format!("r{index}"), ApplyPhase::Succeeded)
-            .await;
+        world.wait_apply_phase(&format!("r{index}"), ApplyPhase::Succeeded).await;
     }
     for index in 0..20 {
         let name = format!("r{index}");
@@ -665,10 +451,7 @@ async fn two_replicas_share_twenty_applies_without_double_claims() {
             );
         }
         let events = world.events(&name).await;
-        let starts = events
-            .iter()
-            .filter(|(reason, _)| reason == "OperationStarted")
-            .count();
+        let starts = events.iter().filter(|(reason, _)| reason == "OperationStarted").count();
         assert_eq!(starts, 2, "{name}: one claim per operation: {events:?}");
     }
     drop(second);
@@ -683,22 +466,10 @@ async fn metrics_and_probes_are_served() {
         matches!(baton_e2e::http_get(admin, "/readyz").await, Some((200, _))).then_some(())
     })
     .await;
-    assert_eq!(
-        baton_e2e::http_get(admin, "/healthz")
-            .await
-            .map(|(code, _)| code),
-        Some(200)
-    );
-    world
-        .create(
-            "m",
-            spec(&ns, FailurePolicy::Halt, 1, vec![("a", config_map("a"))]),
-        )
-        .await;
+    assert_eq!(baton_e2e::http_get(admin, "/healthz").await.map(|(code, _)| code), Some(200));
+    world.create("m", spec(&ns, FailurePolicy::Halt, 1, vec![("a", config_map("a"))])).await;
     world.wait_apply_phase("m", ApplyPhase::Succeeded).await;
-    let (code, body) = baton_e2e::http_get(admin, "/metrics")
-        .await
-        .expect("/metrics answers");
+    let (code, body) = baton_e2e::http_get(admin, "/metrics").await.expect("/metrics answers");
     assert_eq!(code, 200);
     for metric in [
         "baton_reconciles_total{controller=\"apply\"}",

@@ -33,11 +33,7 @@ impl World {
         let ns = TestNamespace::create(&client, prefix).await;
         allow_deployer(&client, &ns.name).await;
         let operator = Operator::start(&client, &ns.name).await;
-        World {
-            client,
-            ns,
-            operator,
-        }
+        World { client, ns, operator }
     }
 
     pub fn applies(&self) -> Api<Apply> {
@@ -57,11 +53,7 @@ impl World {
 
     pub async fn patch_spec(&self, name: &str, spec: Value) {
         self.applies()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": spec })),
-            )
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
             .await
             .expect("patching the Apply");
     }
@@ -71,10 +63,7 @@ impl World {
     }
 
     pub async fn operation(&self, apply: &str, operation: &str) -> Operation {
-        self.operations()
-            .get(&format!("{apply}-{operation}"))
-            .await
-            .expect("reading an Operation")
+        self.operations().get(&format!("{apply}-{operation}")).await.expect("reading an Operation")
     }
 
     pub async fn phases(&self, apply: &str) -> Vec<(String, OperationPhase, u32)> {
@@ -114,18 +103,14 @@ impl World {
     ) -> Operation {
         let operations = self.operations();
         let object = format!("{apply}-{operation}");
-        wait_for(
-            &format!("operation `{object}` to be {phase:?}"),
-            PATIENCE,
-            || {
-                let operations = operations.clone();
-                let object = object.clone();
-                async move {
-                    let op = operations.get(&object).await.ok()?;
-                    (op.status.as_ref()?.phase == phase).then_some(op)
-                }
-            },
-        )
+        wait_for(&format!("operation `{object}` to be {phase:?}"), PATIENCE, || {
+            let operations = operations.clone();
+            let object = object.clone();
+            async move {
+                let op = operations.get(&object).await.ok()?;
+                (op.status.as_ref()?.phase == phase).then_some(op)
+            }
+        })
         .await
     }
 
@@ -149,12 +134,7 @@ impl World {
         });
         items
             .into_iter()
-            .map(|event| {
-                (
-                    event.reason.unwrap_or_default(),
-                    event.note.unwrap_or_default(),
-                )
-            })
+            .map(|event| (event.reason.unwrap_or_default(), event.note.unwrap_or_default()))
             .collect()
     }
 }
@@ -163,11 +143,9 @@ async fn allow_deployer(client: &Client, namespace: &str) {
     let rule = |groups: &[&str], resources: &[&str]| PolicyRule {
         api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
         resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-        verbs: [
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ]
-        .map(String::from)
-        .to_vec(),
+        verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+            .map(String::from)
+            .to_vec(),
         ..PolicyRule::default()
     };
     service_account_with_rules(
@@ -223,10 +201,7 @@ pub fn spec(
             .into_iter()
             .map(|(name, manifest)| OperationEntry {
                 name: name.to_owned(),
-                target: Target {
-                    namespace: namespace.to_owned(),
-                    cluster: None,
-                },
+                target: Target { namespace: namespace.to_owned(), cluster: None },
                 manifests: Some(vec![manifest]),
                 timeout: "10m".to_owned(),
             })
