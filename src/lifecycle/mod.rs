@@ -9,6 +9,7 @@
 mod decide;
 mod duration;
 mod gate;
+mod idempotency;
 mod project;
 mod transitions;
 
@@ -22,6 +23,7 @@ mod spec_rules;
 pub use decide::{Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide};
 pub use duration::{DurationError, parse_duration};
 pub use gate::{GateClosed, claimable};
+pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
 pub use project::{ApplyFacts, Idempotency, carry_transition_times, error_id, project};
 pub use transitions::{Outcome, Refused, claim, dismiss, finish, resume, stop, take_over};
 

@@ -22,6 +22,8 @@ pub enum Idempotency {
     /// The Apply has no `idempotencyKey`.
     #[default]
     NotRequired,
+    /// Nobody holds the key: this Apply takes it before claiming anything.
+    Free,
     /// This Apply holds the key.
     Held,
     /// Another live Apply holds the key: wait.
