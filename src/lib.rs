@@ -11,6 +11,7 @@ pub mod engine;
 pub mod lease;
 pub mod lifecycle;
 pub mod metrics;
+pub mod plugin;
 pub mod telemetry;
 
 /// Everything that can go wrong outside the pure core.

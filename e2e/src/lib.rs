@@ -168,16 +168,13 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates `e2e-<prefix>-<unique suffix>`.
     pub async fn create(client: &Client, prefix: &str) -> TestNamespace {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let name = format!(
-            "e2e-{prefix}-{:x}{:x}",
-            nanos % 0xfffff,
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name(prefix);
+        TestNamespace::create_named(client, &name).await
+    }
+
+    /// Creates the namespace `name`.
+    pub async fn create_named(client: &Client, name: &str) -> TestNamespace {
+        let name = name.to_owned();
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -192,6 +189,15 @@ impl TestNamespace {
             .unwrap_or_else(|error| panic!("creating namespace {name}: {error}"));
         TestNamespace { name, client: client.clone() }
     }
+}
+
+fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("e2e-{prefix}-{:x}{:x}", nanos % 0xfffff, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Drop for TestNamespace {
@@ -211,24 +217,41 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Creates service account `name` in `namespace` bound to a Role with `rules`.
+/// Creates service account `name` in `namespace` bound to a Role with `rules` there.
 pub async fn service_account_with_rules(
     client: &Client,
     namespace: &str,
     name: &str,
     rules: Vec<PolicyRule>,
 ) {
+    let meta = ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        ..ObjectMeta::default()
+    };
+    let account = ServiceAccount { metadata: meta, ..ServiceAccount::default() };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply(HARNESS_MANAGER).force(), &Patch::Apply(&account))
+        .await
+        .expect("applying the service account");
+    grant(client, namespace, (namespace, name), rules).await;
+}
+
+/// Grants service account `account` (`(namespace, name)`) `rules` in `namespace`, with a Role
+/// and RoleBinding named after the account.
+pub async fn grant(
+    client: &Client,
+    namespace: &str,
+    account: (&str, &str),
+    rules: Vec<PolicyRule>,
+) {
+    let (account_namespace, name) = account;
     let pp = PatchParams::apply(HARNESS_MANAGER).force();
     let meta = ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
         ..ObjectMeta::default()
     };
-    let account = ServiceAccount { metadata: meta.clone(), ..ServiceAccount::default() };
-    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-        .patch(name, &pp, &Patch::Apply(&account))
-        .await
-        .expect("applying the service account");
     let role = Role { metadata: meta.clone(), rules: Some(rules) };
     Api::<Role>::namespaced(client.clone(), namespace)
         .patch(name, &pp, &Patch::Apply(&role))
@@ -244,7 +267,7 @@ pub async fn service_account_with_rules(
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: name.to_owned(),
-            namespace: Some(namespace.to_owned()),
+            namespace: Some(account_namespace.to_owned()),
             ..Subject::default()
         }]),
     };
@@ -294,13 +317,13 @@ pub async fn install_operator_rbac(client: &Client) {
     }
 }
 
-/// The `baton` binary of this checkout, built once per test run.
+/// The `baton` binary of this checkout (and `kubectl-baton` beside it), built once per test run.
 pub fn baton_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--quiet", "-p", "baton", "--bin", "baton"])
+                .args(["build", "--quiet", "-p", "baton", "--bins"])
                 .current_dir(repo_root())
                 .status()
                 .expect("running cargo build");
@@ -392,4 +415,19 @@ pub async fn http_get(address: std::net::SocketAddr, path: &str) -> Option<(u16,
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((code, body))
+}
+
+/// Runs `kubectl baton ARGS` the way a user would: kubectl finds the plugin on the PATH.
+pub fn kubectl_baton(args: &[&str]) -> std::process::Output {
+    let bin_dir = baton_binary().parent().map(Path::to_path_buf).unwrap_or_default();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin_dir];
+    dirs.extend(std::env::split_paths(&path));
+    Command::new("kubectl")
+        .arg("baton")
+        .args(args)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("PATH", std::env::join_paths(dirs).expect("a PATH"))
+        .output()
+        .expect("kubectl is installed")
 }

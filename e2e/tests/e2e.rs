@@ -3,7 +3,9 @@
 
 mod e2e {
     pub mod admission;
+    pub mod chart;
     pub mod control_plane;
+    pub mod plugin;
     pub mod scenarios;
     pub mod support;
 }

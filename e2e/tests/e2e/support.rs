@@ -139,7 +139,8 @@ impl World {
     }
 }
 
-async fn allow_deployer(client: &Client, namespace: &str) {
+/// What the deployer may do in a namespace: manage ConfigMaps, Deployments and Jobs.
+pub fn deployer_rules() -> Vec<PolicyRule> {
     let rule = |groups: &[&str], resources: &[&str]| PolicyRule {
         api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
         resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
@@ -148,17 +149,15 @@ async fn allow_deployer(client: &Client, namespace: &str) {
             .to_vec(),
         ..PolicyRule::default()
     };
-    service_account_with_rules(
-        client,
-        namespace,
-        DEPLOYER,
-        vec![
-            rule(&[""], &["configmaps"]),
-            rule(&["apps"], &["deployments"]),
-            rule(&["batch"], &["jobs"]),
-        ],
-    )
-    .await;
+    vec![
+        rule(&[""], &["configmaps"]),
+        rule(&["apps"], &["deployments"]),
+        rule(&["batch"], &["jobs"]),
+    ]
+}
+
+async fn allow_deployer(client: &Client, namespace: &str) {
+    service_account_with_rules(client, namespace, DEPLOYER, deployer_rules()).await;
 }
 
 pub fn config_map(name: &str) -> Value {

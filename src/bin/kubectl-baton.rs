@@ -1,0 +1,70 @@
+//! `kubectl baton`: the kubectl plugin for baton rollouts. Installed as `kubectl-baton` on the
+//! PATH, kubectl runs it for `kubectl baton ...`.
+
+use std::process::ExitCode;
+
+use baton::plugin::Plugin;
+use baton::{Error, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kubectl baton",
+    version,
+    about = "Status, stop, resume, dismiss and watch baton rollouts"
+)]
+struct Cli {
+    /// Namespace of the Apply (default: the kubeconfig context's namespace).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The Apply and its operations as a tree: phase, attempt, age, message.
+    Status { name: String },
+    /// Request a stop: pending operations become Stopped, running ones stop at their next check.
+    Stop { name: String },
+    /// Withdraw the stop: stopped operations go back to Pending and the rollout goes on.
+    Resume { name: String },
+    /// Dismiss the current error by its id (read from the status); failed operations run again.
+    Dismiss { name: String },
+    /// Show live progress until the rollout settles.
+    Watch { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kubectl baton: starting: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kubectl baton: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let config = kube::Config::infer().await.map_err(|error| Error::Config(error.to_string()))?;
+    let namespace = cli.namespace.unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config)
+        .map_err(|source| Error::Kube { context: "building the client".into(), source })?;
+    let plugin = Plugin::new(client, &namespace);
+    let mut out = std::io::stdout().lock();
+    match &cli.command {
+        Command::Status { name } => plugin.status(name, &mut out).await,
+        Command::Stop { name } => plugin.stop(name, &mut out).await,
+        Command::Resume { name } => plugin.resume(name, &mut out).await,
+        Command::Dismiss { name } => plugin.dismiss(name, &mut out).await,
+        Command::Watch { name } => plugin.watch(name, &mut out).await,
+    }
+}

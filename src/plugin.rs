@@ -1,0 +1,226 @@
+//! `kubectl baton`: status, stop, resume, dismiss and watch an Apply. Every command prints what
+//! it did in one line and fails with a message naming the Apply when it cannot.
+//!
+//! It only reads Applies and Operations and patches `spec.stop` / `spec.dismissError`, exactly as
+//! a user would with `kubectl patch`; it never writes status.
+
+use std::io::Write;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation};
+use crate::{Error, Result};
+
+/// Field manager of the plugin's patches.
+const PLUGIN_MANAGER: &str = "kubectl-baton";
+/// How often `watch` looks again.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// Width of `watch`'s progress bar.
+const BAR_WIDTH: usize = 30;
+
+/// The plugin, bound to one namespace.
+pub struct Plugin {
+    applies: Api<Apply>,
+    operations: Api<Operation>,
+    namespace: String,
+}
+
+impl Plugin {
+    /// A plugin for `namespace`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Plugin {
+            applies: Api::namespaced(client.clone(), namespace),
+            operations: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    async fn get(&self, name: &str) -> Result<Apply> {
+        match self.applies.get_opt(name).await {
+            Ok(Some(apply)) => Ok(apply),
+            Ok(None) => Err(Error::Invalid(format!(
+                "apply `{name}` not found in namespace `{}`",
+                self.namespace
+            ))),
+            Err(source) => Err(Error::Kube { context: format!("reading apply `{name}`"), source }),
+        }
+    }
+
+    async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> Result<()> {
+        self.get(name).await?;
+        self.applies
+            .patch(
+                name,
+                &PatchParams {
+                    field_manager: Some(PLUGIN_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .map_err(|source| Error::Kube {
+                context: format!("patching apply `{name}`"),
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// `stop NAME`: requests a stop.
+    pub async fn stop(&self, name: &str, out: &mut impl Write) -> Result<()> {
+        self.patch_spec(name, json!({"stop": true})).await?;
+        line(out, format!("apply/{name}: stop requested; pending operations will be Stopped"))
+    }
+
+    /// `resume NAME`: withdraws the stop.
+    pub async fn resume(&self, name: &str, out: &mut impl Write) -> Result<()> {
+        self.patch_spec(name, json!({"stop": false})).await?;
+        line(out, format!("apply/{name}: resumed; stopped operations go back to Pending"))
+    }
+
+    /// `dismiss NAME`: dismisses the current error by its id, read from the status.
+    pub async fn dismiss(&self, name: &str, out: &mut impl Write) -> Result<()> {
+        let apply = self.get(name).await?;
+        let Some(error) = apply.status.and_then(|status| status.error) else {
+            return Err(Error::Invalid(format!("apply `{name}` has no error to dismiss")));
+        };
+        self.patch_spec(name, json!({"dismissError": error.id})).await?;
+        line(
+            out,
+            format!(
+                "apply/{name}: dismissed error {} (operation `{}`); failed operations run again",
+                error.id, error.operation
+            ),
+        )
+    }
+
+    /// `status NAME`: the Apply and its operations as a tree.
+    pub async fn status(&self, name: &str, out: &mut impl Write) -> Result<()> {
+        let apply = self.get(name).await?;
+        let mut operations = self
+            .operations
+            .list(&ListParams::default().labels(&format!("{LABEL_APPLY}={name}")))
+            .await
+            .map_err(|source| Error::Kube {
+                context: format!("listing the operations of apply `{name}`"),
+                source,
+            })?
+            .items;
+        operations.sort_by_key(|op| op.spec.index);
+        let now = Timestamp::now();
+        let status = apply.status.clone().unwrap_or_default();
+        let phase = status.phase.map_or("-", ApplyPhase::as_str);
+        line(
+            out,
+            format!(
+                "apply/{name}  {phase}  {}  age {}  {}",
+                if status.progress.is_empty() { "-" } else { &status.progress },
+                age(apply.metadata.creation_timestamp.as_ref(), now),
+                status.message
+            ),
+        )?;
+        let width = operations.iter().map(|op| op.spec.name.len()).max().unwrap_or(0);
+        for (position, op) in operations.iter().enumerate() {
+            let branch = if position + 1 == operations.len() { "└─" } else { "├─" };
+            let op_status = op.status.clone().unwrap_or_default();
+            line(
+                out,
+                format!(
+                    "{branch} {:width$}  {:9}  attempt {}  {:>6}  {}",
+                    op.spec.name,
+                    op_status.phase.as_str(),
+                    op_status.attempt,
+                    age(op_status.started_at.as_ref(), now),
+                    op_status.message.unwrap_or_default(),
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `watch NAME`: a progress bar until the rollout settles (or pauses for a person).
+    pub async fn watch(&self, name: &str, out: &mut impl Write) -> Result<()> {
+        let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let mut last = String::new();
+        loop {
+            let apply = self.get(name).await?;
+            let status = apply.status.unwrap_or_default();
+            let counts = &status.operations;
+            let done = counts.succeeded + counts.failed;
+            let total = counts.total.max(1);
+            let filled = usize::try_from(done * u32::try_from(BAR_WIDTH).unwrap_or(30) / total)
+                .unwrap_or(0)
+                .min(BAR_WIDTH);
+            let phase = status.phase.map_or("-", ApplyPhase::as_str);
+            let current = if status.current.is_empty() {
+                String::new()
+            } else {
+                format!(" running {}", status.current)
+            };
+            let text = format!(
+                "apply/{name} [{}{}] {done}/{} {phase}{current}",
+                "#".repeat(filled),
+                "-".repeat(BAR_WIDTH - filled),
+                counts.total
+            );
+            if text != last {
+                if interactive {
+                    write!(out, "\r\x1b[2K{text}").map_err(io_error)?;
+                    out.flush().map_err(io_error)?;
+                } else {
+                    line(out, text.clone())?;
+                }
+                last = text;
+            }
+            if let Some(phase) = status.phase
+                && (phase.is_terminal() || phase == ApplyPhase::Paused)
+            {
+                if interactive {
+                    line(out, String::new())?;
+                }
+                return line(
+                    out,
+                    format!("apply/{name}: {phase}: {}", status.message, phase = phase.as_str()),
+                );
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    }
+}
+
+fn age(since: Option<&Time>, now: Timestamp) -> String {
+    let Some(since) = since else { return "-".to_owned() };
+    let seconds = now.duration_since(since.0).as_secs().max(0);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+fn io_error(source: std::io::Error) -> Error {
+    Error::Io { path: "standard output".into(), source }
+}
+
+fn line(out: &mut impl Write, text: String) -> Result<()> {
+    writeln!(out, "{text}").map_err(io_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let now = Timestamp::from_second(10_000).expect("a valid instant");
+        let at = |s: i64| Time(Timestamp::from_second(s).expect("a valid instant"));
+        assert_eq!(age(Some(&at(9_990)), now), "10s");
+        assert_eq!(age(Some(&at(9_000)), now), "16m40s");
+        assert_eq!(age(Some(&at(2_000)), now), "2h13m");
+        assert_eq!(age(None, now), "-");
+    }
+}

@@ -1,0 +1,387 @@
+//! `config/argocd/health.lua` is the Argo CD health check for `Apply`. These tests run it in a
+//! real Lua interpreter against statuses from baton's own projection, one per phase, so the
+//! script cannot drift from what the operator writes; and they check that the copy embedded in
+//! `config/argocd/argocd-cm.yaml` is the same script.
+
+use std::path::{Path, PathBuf};
+
+use baton::crd::{
+    Apply, ApplyPhase, ApplySpec, ApplyStatus, DedupOn, FailurePolicy, OperationEntry,
+    OperationPhase, OperationStatus, Target,
+};
+use baton::lifecycle::{ApplyFacts, Child, Idempotency, project};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use mlua::{Lua, LuaSerdeExt, SerializeOptions, Table};
+
+/// The `argocd-cm` key Argo CD reads the health check of `baton.dev/Apply` from.
+const HEALTH_KEY: &str = "resource.customizations.health.baton.dev_Apply";
+
+fn argocd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join("argocd")
+}
+
+fn health_script() -> String {
+    let path = argocd_dir().join("health.lua");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// What the health check returned.
+#[derive(Debug, PartialEq)]
+struct Health {
+    status: String,
+    message: String,
+}
+
+/// Runs health.lua the way Argo CD does: `obj` is the live object as a Lua table, and the
+/// script returns `{status = ..., message = ...}`.
+fn health_of_json(object: &serde_json::Value) -> Health {
+    let lua = Lua::new();
+    // Absent stays absent: a JSON null must read as nil in Lua, as it does in Argo CD.
+    let options = SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+        .set_array_metatable(false);
+    let obj = lua.to_value_with(object, options).expect("the object converts to Lua");
+    lua.globals().set("obj", obj).expect("obj is set");
+    let result: Table = lua
+        .load(health_script())
+        .set_name("health.lua")
+        .eval()
+        .unwrap_or_else(|e| panic!("health.lua failed: {e}"));
+    Health {
+        status: result.get("status").expect("the result has a string status"),
+        message: result.get("message").expect("the result has a string message"),
+    }
+}
+
+fn health_of(apply: &Apply) -> Health {
+    health_of_json(&serde_json::to_value(apply).expect("the Apply serializes"))
+}
+
+// ---- builders, after src/lifecycle/fixtures.rs (private to the crate) ----
+
+/// A fixed instant `seconds` after an arbitrary epoch, so the tests never read the clock.
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).expect("a valid test instant")
+}
+
+fn op_name(index: usize) -> String {
+    char::from(b'a' + u8::try_from(index % 26).expect("small index")).to_string()
+}
+
+fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySpec {
+    ApplySpec {
+        operations: (0..count)
+            .map(|index| OperationEntry {
+                name: op_name(index),
+                target: Target { namespace: format!("ns-{index}"), cluster: None },
+                manifests: Some(vec![serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}
+                })]),
+                timeout: "10m".to_owned(),
+            })
+            .collect(),
+        template: None,
+        on_failure: policy,
+        max_concurrent,
+        stop: false,
+        dismiss_error: None,
+        service_account_name: None,
+        idempotency_key: None,
+        dedup_on: DedupOn::Success,
+    }
+}
+
+fn op(phase: OperationPhase, attempt: u32) -> OperationStatus {
+    OperationStatus { phase, attempt, ..OperationStatus::default() }
+}
+
+fn pending() -> OperationStatus {
+    op(OperationPhase::Pending, 0)
+}
+
+fn running() -> OperationStatus {
+    OperationStatus {
+        started_at: Some(Time(at(0))),
+        first_started_at: Some(Time(at(0))),
+        ..op(OperationPhase::Running, 1)
+    }
+}
+
+fn succeeded() -> OperationStatus {
+    OperationStatus {
+        started_at: Some(Time(at(0))),
+        first_started_at: Some(Time(at(0))),
+        completed_at: Some(Time(at(1))),
+        ..op(OperationPhase::Succeeded, 1)
+    }
+}
+
+fn failed() -> OperationStatus {
+    OperationStatus {
+        started_at: Some(Time(at(0))),
+        first_started_at: Some(Time(at(0))),
+        completed_at: Some(Time(at(1))),
+        reason: Some("Unhealthy".to_owned()),
+        message: Some("Job `migrate` in `shop`: BackoffLimitExceeded".to_owned()),
+        ..op(OperationPhase::Failed, 1)
+    }
+}
+
+fn stopped() -> OperationStatus {
+    OperationStatus { stopped_at: Some(Time(at(1))), ..op(OperationPhase::Stopped, 1) }
+}
+
+fn children(statuses: Vec<OperationStatus>) -> Vec<Child> {
+    statuses
+        .into_iter()
+        .enumerate()
+        .map(|(index, status)| Child {
+            name: op_name(index),
+            index: u32::try_from(index).expect("small index"),
+            status,
+        })
+        .collect()
+}
+
+/// An Apply at `generation` whose status is what baton projects from `spec` and `statuses`.
+fn projected(
+    spec: ApplySpec,
+    idempotency: Idempotency,
+    statuses: Vec<OperationStatus>,
+    generation: i64,
+) -> Apply {
+    let status = project(
+        &ApplyFacts {
+            spec: &spec,
+            generation: Some(generation),
+            created_at: Some(at(-100)),
+            deleting: false,
+            idempotency,
+        },
+        &children(statuses),
+    );
+    with_status(spec, generation, Some(status))
+}
+
+fn with_status(spec: ApplySpec, generation: i64, status: Option<ApplyStatus>) -> Apply {
+    let mut apply = Apply::new("rollout", spec);
+    apply.metadata.namespace = Some("shop".to_owned());
+    apply.metadata.generation = Some(generation);
+    apply.metadata.uid = Some("0b5c2f0e-7f43-4c44-9a53-3b1d2c3e4f50".to_owned());
+    apply.metadata.creation_timestamp = Some(Time(at(-100)));
+    apply.status = status;
+    apply
+}
+
+/// Asserts the projected phase (so each case really is the phase it is named after), then
+/// that health.lua maps it to `health` with the operator's message.
+fn assert_health(apply: &Apply, phase: ApplyPhase, health: &str) -> Health {
+    let status = apply.status.as_ref().expect("a projected status");
+    assert_eq!(status.phase, Some(phase), "the projection gave {:?}", status.phase);
+    let got = health_of(apply);
+    assert_eq!(
+        got,
+        Health { status: health.to_owned(), message: status.message.clone() },
+        "phase {}",
+        phase.as_str()
+    );
+    got
+}
+
+fn condition_is_true(apply: &Apply, type_: &str) -> bool {
+    apply.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == type_ && c.status == "True")
+}
+
+// ---- one case per phase ----
+
+#[test]
+fn pending_nothing_claimed_is_progressing() {
+    let apply = projected(spec(2, FailurePolicy::Halt, 1), Idempotency::NotRequired, vec![], 1);
+    let health = assert_health(&apply, ApplyPhase::Pending, "Progressing");
+    assert_eq!(health.message, "waiting to start 2 operations");
+}
+
+#[test]
+fn running_is_progressing() {
+    let apply = projected(
+        spec(2, FailurePolicy::Halt, 1),
+        Idempotency::NotRequired,
+        vec![running(), pending()],
+        1,
+    );
+    let health = assert_health(&apply, ApplyPhase::Running, "Progressing");
+    assert_eq!(health.message, "0/2 succeeded, running a");
+    assert!(!condition_is_true(&apply, "Degraded"));
+}
+
+#[test]
+fn running_degraded_under_continue_stays_progressing_and_says_so() {
+    let apply = projected(
+        spec(3, FailurePolicy::Continue, 2),
+        Idempotency::NotRequired,
+        vec![failed(), running(), pending()],
+        1,
+    );
+    assert!(condition_is_true(&apply, "Degraded"), "the projection sets Degraded=True");
+    let health = assert_health(&apply, ApplyPhase::Running, "Progressing");
+    assert!(
+        health.message.contains("continuing past: operation `a` failed (Unhealthy)"),
+        "{}",
+        health.message
+    );
+}
+
+#[test]
+fn running_degraded_without_a_message_still_names_the_failure() {
+    let mut apply = projected(
+        spec(3, FailurePolicy::Continue, 2),
+        Idempotency::NotRequired,
+        vec![failed(), running(), pending()],
+        1,
+    );
+    apply.status.as_mut().expect("a status").message.clear();
+    let health = health_of(&apply);
+    assert_eq!(health.status, "Progressing");
+    assert!(health.message.starts_with("continuing past a failure: operation `a` failed"));
+}
+
+#[test]
+fn paused_after_a_failure_is_suspended() {
+    let apply = projected(
+        spec(2, FailurePolicy::Pause, 1),
+        Idempotency::NotRequired,
+        vec![failed(), pending()],
+        1,
+    );
+    let health = assert_health(&apply, ApplyPhase::Paused, "Suspended");
+    assert!(health.message.starts_with("paused: operation `a` failed"), "{}", health.message);
+    assert!(health.message.contains("spec.dismissError: a-1"), "{}", health.message);
+}
+
+#[test]
+fn succeeded_is_healthy() {
+    let apply = projected(
+        spec(2, FailurePolicy::Halt, 1),
+        Idempotency::NotRequired,
+        vec![succeeded(), succeeded()],
+        1,
+    );
+    let health = assert_health(&apply, ApplyPhase::Succeeded, "Healthy");
+    assert_eq!(health.message, "all 2 operations succeeded");
+}
+
+#[test]
+fn failed_under_halt_is_degraded() {
+    let apply = projected(
+        spec(2, FailurePolicy::Halt, 1),
+        Idempotency::NotRequired,
+        vec![failed(), pending()],
+        1,
+    );
+    let health = assert_health(&apply, ApplyPhase::Failed, "Degraded");
+    assert!(
+        health.message.starts_with("operation `a` failed (Unhealthy): Job `migrate`"),
+        "{}",
+        health.message
+    );
+    assert!(health.message.ends_with("retry it with spec.dismissError: a-1"), "{}", health.message);
+}
+
+#[test]
+fn stopped_is_suspended() {
+    let mut stopping = spec(3, FailurePolicy::Halt, 1);
+    stopping.stop = true;
+    let apply =
+        projected(stopping, Idempotency::NotRequired, vec![succeeded(), stopped(), stopped()], 2);
+    let health = assert_health(&apply, ApplyPhase::Stopped, "Suspended");
+    assert_eq!(health.message, "stopped: 1/3 succeeded, 2 stopped; set spec.stop: false to resume");
+}
+
+#[test]
+fn skipped_by_idempotency_is_healthy() {
+    let mut keyed = spec(2, FailurePolicy::Halt, 1);
+    keyed.idempotency_key = Some("release-42".to_owned());
+    let apply = projected(keyed, Idempotency::AlreadyDone { by: "earlier".to_owned() }, vec![], 1);
+    let health = assert_health(&apply, ApplyPhase::Skipped, "Healthy");
+    assert!(health.message.starts_with("skipped: Apply `earlier`"), "{}", health.message);
+}
+
+// ---- before the operator has caught up ----
+
+#[test]
+fn no_status_is_progressing() {
+    let apply = with_status(spec(2, FailurePolicy::Halt, 1), 1, None);
+    assert_eq!(
+        health_of(&apply),
+        Health { status: "Progressing".to_owned(), message: "waiting for the operator".to_owned() }
+    );
+}
+
+#[test]
+fn status_without_phase_is_progressing() {
+    let apply = with_status(spec(2, FailurePolicy::Halt, 1), 1, Some(ApplyStatus::default()));
+    assert_eq!(
+        health_of(&apply),
+        Health { status: "Progressing".to_owned(), message: "waiting for the operator".to_owned() }
+    );
+}
+
+#[test]
+fn lagging_observed_generation_is_progressing_whatever_the_phase() {
+    // A Succeeded status projected from generation 1, read after a spec change to generation 2.
+    let mut apply = projected(
+        spec(2, FailurePolicy::Halt, 1),
+        Idempotency::NotRequired,
+        vec![succeeded(), succeeded()],
+        1,
+    );
+    apply.metadata.generation = Some(2);
+    assert_eq!(
+        health_of(&apply),
+        Health {
+            status: "Progressing".to_owned(),
+            message: "waiting for the operator: status is of generation 1, the Apply is at 2"
+                .to_owned(),
+        }
+    );
+}
+
+#[test]
+fn unknown_phase_is_unknown() {
+    let apply = projected(
+        spec(2, FailurePolicy::Halt, 1),
+        Idempotency::NotRequired,
+        vec![running(), pending()],
+        1,
+    );
+    let mut object = serde_json::to_value(&apply).expect("the Apply serializes");
+    object["status"]["phase"] = "Rolling".into();
+    object["status"]["message"] = serde_json::Value::Null;
+    assert_eq!(
+        health_of_json(&object),
+        Health { status: "Unknown".to_owned(), message: "unknown phase Rolling".to_owned() }
+    );
+}
+
+// ---- the argocd-cm copy ----
+
+#[test]
+fn argocd_cm_embeds_health_lua_verbatim() {
+    let path = argocd_dir().join("argocd-cm.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let cm: serde_json::Value = serde_yaml_ng::from_str(&text).expect("argocd-cm.yaml parses");
+    assert_eq!(cm["apiVersion"], "v1");
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["metadata"]["name"], "argocd-cm");
+    let embedded = cm["data"][HEALTH_KEY]
+        .as_str()
+        .unwrap_or_else(|| panic!("argocd-cm.yaml has no data.{HEALTH_KEY}"));
+    assert!(
+        embedded == health_script(),
+        "config/argocd/argocd-cm.yaml and config/argocd/health.lua differ: copy health.lua \
+         into data.{HEALTH_KEY}, indented by four spaces"
+    );
+}
