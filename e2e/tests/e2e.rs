@@ -5,6 +5,7 @@ mod e2e {
     pub mod admission;
     pub mod chart;
     pub mod control_plane;
+    pub mod manifests;
     pub mod plugin;
     pub mod scenarios;
     pub mod support;
