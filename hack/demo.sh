@@ -15,8 +15,10 @@ command -v kubectl > /dev/null || {
 
 say() { printf '\n\033[1mdemo: %s\033[0m\n' "$*"; }
 
-cargo build --quiet --bin baton
+cargo build --quiet --bins
 baton="$root/target/debug/baton"
+# `kubectl baton` is the plugin built beside the operator.
+export PATH="$root/target/debug:$PATH"
 
 cleanup=()
 on_exit() {
@@ -78,18 +80,17 @@ show
 kubectl get apply migrate -n "$ns" -o jsonpath='{.status.message}{"\n"}'
 say "fixing the cause (creating namespace demo-eu) and dismissing the error by its id"
 kubectl create namespace demo-eu > /dev/null
-id="$(kubectl get apply migrate -n "$ns" -o jsonpath='{.status.error.id}')"
-kubectl patch apply migrate -n "$ns" --type merge -p "{\"spec\":{\"dismissError\":\"$id\"}}"
+kubectl baton dismiss migrate -n "$ns"
 wait_phase migrate Succeeded
 show
 
 say "3/3 web: stopped while its Deployment rolls out, then resumed"
 kubectl apply -f config/samples/web.yaml
 wait_operation web deploy Running
-kubectl patch apply web -n "$ns" --type merge -p '{"spec":{"stop":true}}'
+kubectl baton stop web -n "$ns"
 wait_phase web Stopped
-show
-kubectl patch apply web -n "$ns" --type merge -p '{"spec":{"stop":false}}'
+kubectl baton status web -n "$ns"
+kubectl baton resume web -n "$ns"
 wait_operation web deploy Running
 if ((local_cluster)); then
     say "the local control plane has no kubelet: marking the Deployment rolled out, as one would"
@@ -97,10 +98,18 @@ if ((local_cluster)); then
         '{"status":{"observedGeneration":1,"replicas":1,"updatedReplicas":1,"readyReplicas":1,"availableReplicas":1,"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable"}]}}' \
         > /dev/null
 fi
-wait_phase web Succeeded
+kubectl baton watch web -n "$ns"
 show
 
 say "what happened to 'web', as Events"
 kubectl get events -n "$ns" --field-selector involvedObject.name=web \
     -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.metadata.creationTimestamp
+if [[ "${BATON_DEMO_KEEP:-0}" == "1" ]]; then
+    trap - EXIT
+    say "every sample settled; the cluster and the operator keep running (BATON_DEMO_KEEP=1):"
+    echo "  export KUBECONFIG=$KUBECONFIG PATH=$root/target/debug:\$PATH"
+    echo "  kubectl baton status web -n $ns"
+    echo "  stop everything: kill $operator_pid${state:+; bash e2e/control-plane/stop.sh $state}"
+    exit 0
+fi
 say "every sample settled; stopping"
