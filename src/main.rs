@@ -42,6 +42,9 @@ struct RunArgs {
     /// Renew an apply lease this many seconds before it expires.
     #[arg(long, env = "BATON_LEASE_GRACE_SECONDS", default_value_t = 5)]
     lease_grace_seconds: u64,
+    /// How long an idempotency key whose holder stopped renewing stays taken, in seconds.
+    #[arg(long, env = "BATON_IDEMPOTENCY_TTL_SECONDS", default_value_t = 3600)]
+    idempotency_ttl_seconds: u64,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "BATON_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
     admin_address: std::net::SocketAddr,
@@ -83,6 +86,7 @@ fn run(args: RunArgs) -> Result<()> {
                 args.lease_grace_seconds.clamp(1, args.lease_duration_seconds.max(2) - 1),
             ),
         },
+        idempotency_ttl: std::time::Duration::from_secs(args.idempotency_ttl_seconds.max(1)),
         admin_address: args.admin_address,
         concurrency: args.concurrency.max(1),
     };

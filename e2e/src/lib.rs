@@ -353,6 +353,11 @@ impl Operator {
     /// Starts an operator that runs with the operator's own service account (RBAC from
     /// `config/rbac/`) and watches only `namespace`.
     pub async fn start(client: &Client, namespace: &str) -> Operator {
+        Operator::start_with(client, namespace, &[]).await
+    }
+
+    /// Like [`Operator::start`], with extra `baton run` flags.
+    pub async fn start_with(client: &Client, namespace: &str, extra: &[&str]) -> Operator {
         install_operator_rbac(client).await;
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let logs = repo_root().join("target/e2e-logs");
@@ -378,6 +383,7 @@ impl Operator {
                 "--admin-address",
                 &admin.to_string(),
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,baton=debug,kube_lease_manager=warn")
             .env_remove("POD_NAME")

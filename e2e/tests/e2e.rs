@@ -3,8 +3,10 @@
 
 mod e2e {
     pub mod admission;
+    pub mod bad_input;
     pub mod chart;
     pub mod control_plane;
+    pub mod keys_and_deletion;
     pub mod manifests;
     pub mod plugin;
     pub mod scenarios;

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -17,19 +18,26 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument};
 
 use super::Context;
+use super::keys;
+use crate::crd::ApplyPhase;
 use crate::crd::{
     Apply, ApplyStatus, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase, OperationSpec,
     OperationStatus,
 };
 use crate::engine::{FIELD_MANAGER, RunTarget};
 use crate::lifecycle::{
-    ApplyFacts, Child, Health, Idempotency, LeaseState, Note, Observed, OperationWrite, WriteKind,
-    carry_transition_times, decide, project,
+    ApplyFacts, Child, Health, Idempotency, KeyRecord, KeyWrite, LeaseState, Note, Observed,
+    OperationWrite, WriteKind, carry_transition_times, decide, key_write, observe_key, project,
 };
 use crate::{Error, Result};
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// How soon to look again while another Apply holds the idempotency key.
+const KEY_RETRY: Duration = Duration::from_secs(2);
+/// Held from an Apply's first claim until deleting it has stopped what runs and released its
+/// idempotency key.
+pub const FINALIZER: &str = "baton.dev/cleanup";
 
 /// Reconciles one Apply.
 #[instrument(skip(apply, context), fields(apply = %apply.name_any(), namespace = apply.namespace().unwrap_or_default()))]
@@ -47,6 +55,12 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         .ok_or_else(|| Error::Invalid(format!("Apply `{name}` has no namespace")))?;
     let uid = apply.uid().ok_or_else(|| Error::Invalid(format!("Apply `{name}` has no uid")))?;
     let operations: Api<Operation> = Api::namespaced(context.client.clone(), &namespace);
+    let deleting = apply.metadata.deletion_timestamp.is_some();
+    if deleting && !has_finalizer(apply) {
+        // Never started: nothing of ours to clean up; garbage collection does the rest.
+        context.leases.release(&uid);
+        return Ok(Action::await_change());
+    }
 
     // read
     let owned = operations
@@ -60,15 +74,19 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         .into_iter()
         .filter(|op| op.owner_references().iter().any(|owner| owner.uid == uid))
         .collect::<Vec<_>>();
-    let facts = ApplyFacts {
+    let children: Vec<Child> = owned.iter().map(Child::from).collect();
+    let mut key = Key::read(apply, &namespace, context).await?;
+    let mut facts = ApplyFacts {
         spec: &apply.spec,
         generation: apply.metadata.generation,
         created_at: apply.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        deleting: apply.metadata.deletion_timestamp.is_some(),
-        idempotency: Idempotency::NotRequired,
+        deleting,
+        idempotency: key.idempotency(),
     };
-    let children: Vec<Child> = owned.iter().map(Child::from).collect();
-    if settled_and_recorded(apply, &facts, &children) {
+    if !deleting
+        && settled_and_recorded(apply, &facts, &children)
+        && key.next_write(project(&facts, &children).phase, deleting) == KeyWrite::Keep
+    {
         context.leases.release(&uid);
         return Ok(Action::await_change());
     }
@@ -76,6 +94,16 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     if lease != LeaseState::Held {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
+    }
+
+    // the key is taken (or renewed) before deciding, so the claim gate can open in this pass
+    let before = key.next_write(project(&facts, &children).phase, deleting);
+    if matches!(before, KeyWrite::Take | KeyWrite::Renew) {
+        if !key.write(&before).await? {
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        key = Key::read(apply, &namespace, context).await?;
+        facts.idempotency = key.idempotency();
     }
 
     // observe
@@ -94,21 +122,23 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     });
 
     // write
+    let claims = plan
+        .writes
+        .iter()
+        .any(|write| matches!(write, OperationWrite::Status { kind: WriteKind::Claim, .. }));
+    if claims && !has_finalizer(apply) {
+        // From the first claim on, deleting the Apply first stops what runs.
+        add_finalizer(apply, &namespace, context).await?;
+    }
     let mut latest: HashMap<u32, Operation> =
         owned.into_iter().map(|op| (op.spec.index, op)).collect();
-    let mut lost_race = false;
     for write in &plan.writes {
-        match write_operation(apply, &operations, &mut latest, write, context).await? {
-            Written::Done => {}
-            Written::Conflict => {
-                lost_race = true;
-                break;
-            }
+        if let Written::Conflict =
+            write_operation(apply, &operations, &mut latest, write, context).await?
+        {
+            // Someone else moved first: re-read and decide again; not an error.
+            return Ok(Action::requeue(Duration::from_millis(200)));
         }
-    }
-    if lost_race {
-        // Someone else moved first: re-read and decide again; not an error.
-        return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
     // project
@@ -123,12 +153,25 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         write_status(apply, &namespace, &status, context).await?;
     }
 
+    // end-of-rollout effects follow the projected phase
+    let after = key.next_write(status.phase, deleting);
+    if matches!(after, KeyWrite::MarkSucceeded | KeyWrite::MarkFailed | KeyWrite::Release)
+        && !key.write(&after).await?
+    {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+
     // record
     for note in &plan.notes {
         publish(apply, note, context).await;
     }
 
     let running = children.iter().any(|child| child.status.phase == OperationPhase::Running);
+    if deleting && !running {
+        remove_finalizer(apply, &namespace, context).await?;
+        context.leases.release(&uid);
+        return Ok(Action::await_change());
+    }
     if status.phase.is_some_and(|phase| phase.is_terminal()) && !running {
         context.leases.release(&uid);
         return Ok(Action::await_change());
@@ -138,8 +181,142 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
             Action::requeue(until_timeout.min(context.settings.health_poll_interval))
         }
         (true, None) => Action::requeue(context.settings.health_poll_interval),
+        // Waiting for another Apply's key: its release does not wake this one.
+        (false, _) if matches!(facts.idempotency, Idempotency::InFlightElsewhere { .. }) => {
+            Action::requeue(KEY_RETRY)
+        }
         (false, _) => Action::requeue(Duration::from_secs(60)),
     })
+}
+
+/// The Apply's idempotency key, as read at the start of a reconcile.
+struct Key<'a> {
+    apply: &'a Apply,
+    api: Api<Lease>,
+    lease: Option<Lease>,
+    holder: String,
+    ttl: SignedDuration,
+    now: Timestamp,
+}
+
+impl<'a> Key<'a> {
+    async fn read(apply: &'a Apply, namespace: &str, context: &Context) -> Result<Key<'a>> {
+        let api: Api<Lease> = Api::namespaced(context.client.clone(), namespace);
+        let lease = match &apply.spec.idempotency_key {
+            Some(key) => keys::read(&api, key).await?,
+            None => None,
+        };
+        Ok(Key {
+            apply,
+            api,
+            lease,
+            holder: keys::holder_of(apply),
+            ttl: SignedDuration::try_from(context.settings.idempotency_ttl)
+                .unwrap_or(SignedDuration::from_hours(1)),
+            now: Timestamp::now(),
+        })
+    }
+
+    fn record(&self) -> Option<KeyRecord> {
+        self.lease.as_ref().and_then(keys::record)
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        if self.apply.spec.idempotency_key.is_none() {
+            return Idempotency::NotRequired;
+        }
+        let record = self.record();
+        match observe_key(
+            record.as_ref(),
+            &self.holder,
+            self.apply.spec.dedup_on,
+            self.now,
+            self.ttl,
+        ) {
+            Idempotency::AlreadyDone { by } => {
+                Idempotency::AlreadyDone { by: keys::holder_name(&by).to_owned() }
+            }
+            Idempotency::InFlightElsewhere { holder } => {
+                Idempotency::InFlightElsewhere { holder: keys::holder_name(&holder).to_owned() }
+            }
+            other => other,
+        }
+    }
+
+    fn next_write(&self, phase: Option<ApplyPhase>, deleting: bool) -> KeyWrite {
+        if self.apply.spec.idempotency_key.is_none() {
+            return KeyWrite::Keep;
+        }
+        let record = self.record();
+        key_write(
+            record.as_ref(),
+            &self.holder,
+            phase,
+            deleting,
+            self.apply.spec.dedup_on,
+            self.now,
+            self.ttl,
+        )
+    }
+
+    async fn write(&self, write: &KeyWrite) -> Result<bool> {
+        let Some(key) = &self.apply.spec.idempotency_key else { return Ok(true) };
+        info!(key = %key, ?write, "idempotency key");
+        keys::apply_write(
+            &self.api,
+            key,
+            self.lease.as_ref(),
+            write,
+            &self.holder,
+            self.now,
+            self.ttl,
+        )
+        .await
+    }
+}
+
+fn has_finalizer(apply: &Apply) -> bool {
+    apply.finalizers().iter().any(|finalizer| finalizer == FINALIZER)
+}
+
+/// Adds or removes baton's finalizer with a merge patch carrying the resourceVersion read, so
+/// it never overwrites another controller's finalizers written meanwhile.
+async fn set_finalizer(
+    apply: &Apply,
+    namespace: &str,
+    context: &Context,
+    present: bool,
+) -> Result<()> {
+    let mut finalizers: Vec<String> =
+        apply.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": apply.resource_version()}
+    });
+    let api: Api<Apply> = Api::namespaced(context.client.clone(), namespace);
+    match api.patch(&apply.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // A newer Apply exists: the next reconcile sees it and decides again.
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            context: format!("updating the finalizers of Apply `{}`", apply.name_any()),
+            source,
+        }),
+    }
+}
+
+async fn add_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<()> {
+    set_finalizer(apply, namespace, context, true).await
+}
+
+async fn remove_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<()> {
+    if has_finalizer(apply) {
+        info!("operations stopped and key released; letting the Apply go");
+        set_finalizer(apply, namespace, context, false).await?;
+    }
+    Ok(())
 }
 
 /// The rollout ended and its status says so: nothing to do, and no lease to hold.

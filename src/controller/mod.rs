@@ -5,6 +5,9 @@
 //! does not also hold, except which runs this replica already dispatched.
 
 mod apply;
+mod keys;
+
+pub use apply::FINALIZER;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +41,8 @@ pub struct Settings {
     pub health_poll_interval: Duration,
     /// Apply lease duration and renew grace.
     pub lease: LeaseTiming,
+    /// How long an idempotency key whose holder stopped renewing stays taken.
+    pub idempotency_ttl: Duration,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin_address: SocketAddr,
     /// How many Applies are reconciled at once.

@@ -31,8 +31,13 @@ impl World {
     pub async fn new(prefix: &str) -> World {
         let client = admin_client().await;
         let ns = TestNamespace::create(&client, prefix).await;
+        World::new_in(client, ns, &[]).await
+    }
+
+    /// A world in `ns`, its operator started with `extra` flags.
+    pub async fn new_in(client: Client, ns: TestNamespace, extra: &[&str]) -> World {
         allow_deployer(&client, &ns.name).await;
-        let operator = Operator::start(&client, &ns.name).await;
+        let operator = Operator::start_with(&client, &ns.name, extra).await;
         World { client, ns, operator }
     }
 
