@@ -7,6 +7,19 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::ListParams;
+
+/// Deployments whose name starts with this are never rolled out by [`Background`]: they keep
+/// an operation running.
+pub const STUCK: &str = "stuck-";
+/// Jobs whose name starts with this are failed by [`Background`].
+pub const FAILING: &str = "fail-";
+
 /// Waits until the operator applied `name`: an operation is `Running` from its claim, a moment
 /// before its manifests reach the API server.
 async fn applied<K>(api: &Api<K>, name: &str) -> K
@@ -90,4 +103,70 @@ pub async fn job_failed(client: &Client, namespace: &str, name: &str) {
         ],
     }))
     .await;
+}
+
+/// Plays the kubelet until dropped: Deployments are rolled out (unless stuck), failing Jobs
+/// fail. Errors (an API server that is down) are ignored: it simply tries again.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+}
+
+impl Background {
+    /// Starts playing the kubelet in `namespace`; Deployments are rolled out once `delay` old.
+    pub fn start(client: Client, namespace: String, delay: Duration) -> Background {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(list) = deployments.list(&ListParams::default()).await {
+                    for deployment in list.items {
+                        let name = deployment.metadata.name.clone().unwrap_or_default();
+                        let ready = deployment
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.available_replicas)
+                            .unwrap_or(0)
+                            > 0;
+                        let age = deployment
+                            .metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(|t| Timestamp::now().duration_since(t.0))
+                            .unwrap_or_default();
+                        let old_enough = age >= SignedDuration::try_from(delay).unwrap_or_default();
+                        if !ready && !name.starts_with(STUCK) && old_enough {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(5),
+                                deployment_rolled_out(&client, &namespace, &name),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                if let Ok(list) = jobs.list(&ListParams::default()).await {
+                    for job in list.items {
+                        let name = job.metadata.name.clone().unwrap_or_default();
+                        let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0) > 0;
+                        if !failed && name.starts_with(FAILING) {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(5),
+                                job_failed(&client, &namespace, &name),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        Background { stop }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }

@@ -34,6 +34,8 @@ pub struct ClusterHandle {
     /// Kubeconfig of the operator's own service account (`baton-system/baton`), when the
     /// harness started the control plane.
     pub operator_kubeconfig: Option<PathBuf>,
+    /// The control plane's state directory, when the harness started it.
+    pub state: Option<PathBuf>,
 }
 
 static CLUSTER: OnceLock<ClusterHandle> = OnceLock::new();
@@ -49,7 +51,7 @@ pub fn cluster() -> &'static ClusterHandle {
             let kubeconfig = std::env::var_os("KUBECONFIG")
                 .map(PathBuf::from)
                 .expect("BATON_E2E_USE_EXISTING=1 needs KUBECONFIG to point at the cluster");
-            return ClusterHandle { kubeconfig, operator_kubeconfig: None };
+            return ClusterHandle { kubeconfig, operator_kubeconfig: None, state: None };
         }
         start_control_plane()
     })
@@ -91,6 +93,7 @@ fn start_control_plane() -> ClusterHandle {
     ClusterHandle {
         kubeconfig: state.join("kubeconfig"),
         operator_kubeconfig: Some(state.join("kubeconfig-baton")),
+        state: Some(state),
     }
 }
 
@@ -436,4 +439,67 @@ pub fn kubectl_baton(args: &[&str]) -> std::process::Output {
         .env("PATH", std::env::join_paths(dirs).expect("a PATH"))
         .output()
         .expect("kubectl is installed")
+}
+
+/// Stops kube-apiserver (SIGTERM), keeps it down for `pause`, and starts it again with the same
+/// command line, as an outage of the API server. Returns `false` (doing nothing) on a cluster the
+/// harness did not start.
+pub async fn restart_apiserver(pause: std::time::Duration) -> bool {
+    let Some(state) = cluster().state.clone() else { return false };
+    let pid_file = state.join("kube-apiserver.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("kube-apiserver.pid").trim().to_owned();
+    let cmdline =
+        std::fs::read(format!("/proc/{pid}/cmdline")).expect("the kube-apiserver command line");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let killed = Command::new("kill").arg(&pid).status().expect("kill runs");
+    assert!(killed.success(), "stopping kube-apiserver {pid}");
+    let gone = std::path::Path::new("/proc").join(&pid);
+    for _ in 0..200 {
+        if !gone.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(pause).await;
+    let log = state.join("kube-apiserver.log");
+    let started = Command::new("bash")
+        .args(["-c", "setsid \"$@\" >> \"$LOG\" 2>&1 < /dev/null & echo $!", "restart"])
+        .args(&args)
+        .env("LOG", &log)
+        .output()
+        .expect("restarting kube-apiserver");
+    let new_pid = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    std::fs::write(&pid_file, format!("{new_pid}\n")).expect("recording the new pid");
+    let mut pids = std::fs::read_to_string(state.join("pids")).unwrap_or_default();
+    pids.push_str(&format!("{new_pid}\n"));
+    std::fs::write(state.join("pids"), pids).expect("recording the new pid");
+    let client = client_for(&cluster().kubeconfig).await;
+    wait_for("kube-apiserver to serve again", std::time::Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { client.apiserver_version().await.ok().map(|_| ()) }
+    })
+    .await;
+    true
+}
+
+impl Operator {
+    /// The replica identity the operator logged at start-up (its lease holder identity).
+    pub async fn identity(&self) -> String {
+        let log = self.log.clone();
+        wait_for("the operator to log its identity", std::time::Duration::from_secs(30), || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).ok()?;
+                let start = text.find("identity=")? + "identity=".len();
+                let identity: String =
+                    text[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+                (!identity.is_empty()).then_some(identity)
+            }
+        })
+        .await
+    }
 }

@@ -9,6 +9,7 @@ mod e2e {
     pub mod keys_and_deletion;
     pub mod manifests;
     pub mod plugin;
+    pub mod reliability;
     pub mod scenarios;
     pub mod support;
 }

@@ -151,6 +151,8 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
             return Ok(Action::requeue(LEASE_RETRY));
         }
         write_status(apply, &namespace, &status, context).await?;
+        // Read by the racing-replicas suite to check that only lease holders write.
+        info!(holder = context.leases.identity(), phase = ?status.phase, "parent status written");
     }
 
     // end-of-rollout effects follow the projected phase

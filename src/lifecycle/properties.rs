@@ -284,6 +284,11 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(10_000)
 }
 
+/// The soak run: fewer, much longer histories over larger Applies. `BATON_SOAK_CASES` bounds it.
+fn soak_cases() -> u32 {
+    std::env::var("BATON_SOAK_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(1_000)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
@@ -294,8 +299,35 @@ proptest! {
         max_concurrent in 1u32..4,
         history in prop::collection::vec(event(), 1..60),
     ) {
+        run_history(count, policy, max_concurrent, &history)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: soak_cases(), ..ProptestConfig::default() })]
+
+    /// The fuzzing run of the decision function: long, arbitrary histories; no panic, and every
+    /// invariant after every step.
+    #[test]
+    fn long_histories_keep_every_invariant(
+        count in 1usize..13,
+        policy in policy(),
+        max_concurrent in 1u32..6,
+        history in prop::collection::vec(event(), 100..400),
+    ) {
+        run_history(count, policy, max_concurrent, &history)?;
+    }
+}
+
+fn run_history(
+    count: usize,
+    policy: FailurePolicy,
+    max_concurrent: u32,
+    history: &[Event],
+) -> Result<(), TestCaseError> {
+    {
         let mut world = World::new(spec(count, policy, max_concurrent));
-        for event in &history {
+        for event in history {
             world.step(event)?;
         }
 
@@ -316,9 +348,12 @@ proptest! {
         let phase = world.project().phase;
         prop_assert!(
             phase.is_some_and(|p| p.is_terminal() || p == ApplyPhase::Paused),
-            "the Apply did not settle: {:?} {:?}", phase, world.children.iter().map(|c| c.status.phase).collect::<Vec<_>>()
+            "the Apply did not settle: {:?} {:?}",
+            phase,
+            world.children.iter().map(|c| c.status.phase).collect::<Vec<_>>()
         );
     }
+    Ok(())
 }
 
 #[test]

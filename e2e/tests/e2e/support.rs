@@ -220,3 +220,34 @@ pub fn spec(
         dedup_on: DedupOn::Success,
     }
 }
+
+/// Every Operation in `namespace`.
+pub async fn all_operations(client: &Client, namespace: &str) -> Vec<Operation> {
+    let api: Api<Operation> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default()).await.expect("listing operations").items
+}
+
+/// Every operation that left `Pending` ran exactly one attempt: none was claimed twice, none was
+/// abandoned and claimed again. (Take-overs keep the attempt.)
+pub fn check_single_attempts(operations: &[Operation]) -> Vec<String> {
+    operations
+        .iter()
+        .filter_map(|op| {
+            let status = op.status.clone().unwrap_or_default();
+            let allowed = match status.phase {
+                OperationPhase::Pending => 0..=0,
+                // Stopped before or after its claim.
+                OperationPhase::Stopped => 0..=1,
+                _ => 1..=1,
+            };
+            (!allowed.contains(&status.attempt)).then(|| {
+                format!(
+                    "{}: attempt {} in phase {:?}",
+                    op.metadata.name.clone().unwrap_or_default(),
+                    status.attempt,
+                    status.phase
+                )
+            })
+        })
+        .collect()
+}

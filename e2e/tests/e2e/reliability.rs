@@ -1,0 +1,320 @@
+//! The reliability suite: a crash loop and racing replicas, each bounded in count and time, each
+//! printing its figures (the API server outage has a binary of its own, `tests/outage.rs`, since
+//! it takes the API server away from every test running beside it). A background kubelet rolls
+//! Deployments out and fails the Jobs meant to fail.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use baton::crd::{Apply, ApplyPhase, FailurePolicy, OperationPhase};
+use baton_e2e::kubelet::{Background, FAILING, STUCK};
+use baton_e2e::{Operator, TEST_LEASE_SECONDS, wait_for};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::support::{
+    World, all_operations, check_single_attempts, config_map, deployment, job, spec,
+};
+
+/// A small deterministic generator: the suite is random in shape, repeatable in outcome checks.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 =
+            self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound.max(1)
+    }
+}
+
+/// One Apply of the crash loop and the phase the spec predicts for it.
+struct Planned {
+    name: String,
+    expected: ApplyPhase,
+    stop: bool,
+}
+
+/// Builds the crash loop's Applies: five operations each, the three policies in turn, some with
+/// a failing Job, some stopped while an operation is stuck running.
+fn crash_loop_plan(namespace: &str, count: usize) -> Vec<(Planned, baton::crd::ApplySpec)> {
+    let policies = [FailurePolicy::Halt, FailurePolicy::Pause, FailurePolicy::Continue];
+    (0..count)
+        .map(|index| {
+            let name = format!("c{index}");
+            let policy = policies[index % 3];
+            let kind = index % 4; // 0, 1: healthy; 2: a failure; 3: stopped
+            let manifests: Vec<(String, Value)> = (0..5)
+                .map(|step| {
+                    let object = format!("{name}-{step}");
+                    let manifest = match (kind, step) {
+                        (2, 2) => job(&format!("{FAILING}{object}")),
+                        (3, 1) => deployment(&format!("{STUCK}{object}")),
+                        (_, 0 | 3) => deployment(&object),
+                        _ => config_map(&object),
+                    };
+                    (format!("s{step}"), manifest)
+                })
+                .collect();
+            let ops = manifests
+                .iter()
+                .map(|(step, manifest)| (step.as_str(), manifest.clone()))
+                .collect();
+            let expected = match (kind, policy) {
+                (2, FailurePolicy::Pause) => ApplyPhase::Paused,
+                (2, _) => ApplyPhase::Failed,
+                (3, _) => ApplyPhase::Stopped,
+                _ => ApplyPhase::Succeeded,
+            };
+            (
+                Planned { name, expected, stop: kind == 3 },
+                spec(namespace, policy, 1 + (index % 2) as u32, ops),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn crash_loop_keeps_every_rollout_on_its_predicted_course() {
+    let mut world = World::new("crashloop").await;
+    let ns = world.ns.name.clone();
+    let _kubelet = Background::start(world.client.clone(), ns.clone(), Duration::ZERO);
+    let plan = crash_loop_plan(&ns, 20);
+    for (planned, spec) in &plan {
+        world.create(&planned.name, spec.clone()).await;
+    }
+    let mut random = Lcg(0x5eed);
+    let mut kills = 0;
+    let started = Instant::now();
+    let mut stopped = false;
+    while kills < 30 {
+        tokio::time::sleep(Duration::from_millis(300 + random.next(1500))).await;
+        world.operator.kill();
+        kills += 1;
+        if !stopped && kills >= 5 {
+            // Stops are requested while the operator is down, in the middle of the run.
+            for (planned, _) in &plan {
+                if planned.stop {
+                    world.patch_spec(&planned.name, json!({"stop": true})).await;
+                }
+            }
+            stopped = true;
+        }
+        world.operator = Operator::start(&world.client, &ns).await;
+    }
+    let killing = started.elapsed();
+    for (planned, _) in &plan {
+        let deadline = Duration::from_secs(120);
+        let applies = world.applies();
+        let name = planned.name.clone();
+        let expected = planned.expected;
+        wait_for(&format!("{name} to settle {expected:?}"), deadline, || {
+            let applies = applies.clone();
+            let name = name.clone();
+            async move { (applies.get(&name).await.ok()?.status?.phase == Some(expected)).then_some(()) }
+        })
+        .await;
+    }
+    let operations = all_operations(&world.client, &ns).await;
+    let running: Vec<_> = operations
+        .iter()
+        .filter(|op| op.status.as_ref().is_some_and(|s| s.phase == OperationPhase::Running))
+        .map(|op| op.metadata.name.clone().unwrap_or_default())
+        .collect();
+    let attempts = check_single_attempts(&operations);
+    println!(
+        "crash loop: {} Applies, {} operations, {kills} SIGKILLs over {:.1}s, settled {:.1}s after the first kill; \
+         operations still Running: {}; operations with a duplicated or abandoned run: {}",
+        plan.len(),
+        operations.len(),
+        killing.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        running.len(),
+        attempts.len()
+    );
+    assert!(running.is_empty(), "operations left Running after every Apply settled: {running:?}");
+    assert!(attempts.is_empty(), "runs duplicated or abandoned:\n{}", attempts.join("\n"));
+}
+
+/// Samples every apply lease's holder, so writes can be checked against who held the lease.
+async fn sample_holders(client: &Client, namespace: &str) -> Vec<(String, Option<String>)> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = leases.list(&ListParams::default()).await else { return Vec::new() };
+    list.items
+        .into_iter()
+        .filter_map(|lease| {
+            let name = lease.metadata.name.clone()?;
+            name.starts_with("baton-apply-")
+                .then(|| (name, lease.spec.and_then(|s| s.holder_identity)))
+        })
+        .collect()
+}
+
+/// `(time, apply, holder)` of every "parent status written" line in an operator log.
+fn status_writes(log: &std::path::Path) -> Vec<(Timestamp, String, String)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|line| line.contains("parent status written"))
+        .filter_map(|line| {
+            let time: Timestamp = line.split_whitespace().next()?.parse().ok()?;
+            let field = |key: &str| {
+                let start = line.find(key)? + key.len();
+                Some(
+                    line[start..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '}' && *c != ':')
+                        .collect::<String>(),
+                )
+            };
+            Some((time, field("apply=")?, field("holder=")?.trim_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn racing_replicas_never_double_claim_and_take_over_in_time() {
+    let world = World::new("racing").await;
+    let ns = world.ns.name.clone();
+    let mut replicas =
+        [Operator::start(&world.client, &ns).await, Operator::start(&world.client, &ns).await];
+    // Slow rollouts keep Applies active long enough to kill replicas that hold them.
+    let _kubelet = Background::start(world.client.clone(), ns.clone(), Duration::from_secs(2));
+    for index in 0..50 {
+        let name = format!("r{index}");
+        let ops =
+            vec![("a", deployment(&format!("{name}-a"))), ("b", config_map(&format!("{name}-b")))];
+        world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
+    }
+    // Lease holders by lease name and Apply uid, sampled every 100 ms: (time, lease, holder).
+    let applies: Api<Apply> = world.applies();
+    let uid_to_name: HashMap<String, String> = applies
+        .list(&ListParams::default())
+        .await
+        .expect("listing applies")
+        .items
+        .into_iter()
+        .filter_map(|apply| Some((apply.metadata.uid?, apply.metadata.name?)))
+        .collect();
+    let mut history: Vec<(Timestamp, String, Option<String>)> = Vec::new();
+    let mut takeovers: Vec<Duration> = Vec::new();
+    let mut kills = 0;
+    let started = Instant::now();
+    let mut next_kill = Instant::now() + Duration::from_secs(2);
+    let mut pending_takeover: Option<(Instant, String, Vec<String>)> = None;
+    loop {
+        let now = Timestamp::now();
+        let sample = sample_holders(&world.client, &ns).await;
+        for (lease, holder) in &sample {
+            history.push((now, lease.clone(), holder.clone()));
+        }
+        if let Some((killed_at, identity, leases)) = &pending_takeover {
+            let still_dead = sample.iter().any(|(lease, holder)| {
+                leases.contains(lease) && holder.as_deref() == Some(identity)
+            });
+            if !still_dead {
+                takeovers.push(killed_at.elapsed());
+                pending_takeover = None;
+            }
+        }
+        let settled = applies
+            .list(&ListParams::default())
+            .await
+            .map(|list| {
+                list.items
+                    .iter()
+                    .all(|a| a.status.as_ref().and_then(|s| s.phase) == Some(ApplyPhase::Succeeded))
+            })
+            .unwrap_or(false);
+        if settled {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the racing replicas did not finish in 120 s"
+        );
+        if Instant::now() >= next_kill && pending_takeover.is_none() {
+            // Kill the replica holding the most leases, then start a fresh one in its place.
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, holder) in &sample {
+                if let Some(holder) = holder {
+                    *counts.entry(holder.clone()).or_default() += 1;
+                }
+            }
+            let mut victim = None;
+            for (position, replica) in replicas.iter().enumerate() {
+                let identity = replica.identity().await;
+                if counts.get(&identity).copied().unwrap_or(0) > 0 {
+                    victim = Some((position, identity));
+                    break;
+                }
+            }
+            if let Some((position, identity)) = victim {
+                let held: Vec<String> = sample
+                    .iter()
+                    .filter(|(_, holder)| holder.as_deref() == Some(identity.as_str()))
+                    .map(|(lease, _)| lease.clone())
+                    .collect();
+                replicas[position].kill();
+                kills += 1;
+                pending_takeover = Some((Instant::now(), identity, held));
+                replicas[position] = Operator::start(&world.client, &ns).await;
+            }
+            next_kill = Instant::now() + Duration::from_secs(2);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let operations = all_operations(&world.client, &ns).await;
+    let double_claims = check_single_attempts(&operations);
+
+    // Every parent status write happened while its writer held the Apply's lease, as sampled
+    // just before or just after the write.
+    let mut logs = vec![world.operator.log.clone()];
+    logs.extend(replicas.iter().map(|replica| replica.log.clone()));
+    let lease_of = |apply: &str| {
+        uid_to_name
+            .iter()
+            .find(|(_, name)| name.as_str() == apply)
+            .map(|(uid, _)| format!("baton-apply-{uid}"))
+    };
+    let mut writes = 0;
+    let mut foreign = Vec::new();
+    for log in &logs {
+        for (time, apply, holder) in status_writes(log) {
+            let Some(lease) = lease_of(&apply) else { continue };
+            writes += 1;
+            let samples: Vec<_> = history.iter().filter(|(_, l, _)| *l == lease).collect();
+            let before =
+                samples.iter().rev().find(|(t, _, _)| *t <= time).map(|(_, _, h)| h.clone());
+            let after = samples.iter().find(|(t, _, _)| *t >= time).map(|(_, _, h)| h.clone());
+            let matches = |sample: &Option<Option<String>>| {
+                sample.as_ref().is_some_and(|h| h.as_deref() == Some(&holder))
+            };
+            // Writes after the last sample (the Apply settled and released) have nothing to compare.
+            if (before.is_some() || after.is_some()) && !matches(&before) && !matches(&after) {
+                foreign.push(format!("{apply} written by {holder} at {time}"));
+            }
+        }
+    }
+    let slowest = takeovers.iter().max().copied().unwrap_or_default();
+    let bound = Duration::from_secs(TEST_LEASE_SECONDS + (TEST_LEASE_SECONDS - 1));
+    println!(
+        "racing replicas: 3 replicas, 50 Applies, {kills} kills in {:.1}s; double claims: {}; \
+         parent status writes: {writes}, by a replica not holding the lease: {}; \
+         take-over after a kill: max {:.2}s over {} kills (bound {:.0}s)",
+        started.elapsed().as_secs_f64(),
+        double_claims.len(),
+        foreign.len(),
+        slowest.as_secs_f64(),
+        takeovers.len(),
+        bound.as_secs_f64()
+    );
+    assert!(double_claims.is_empty(), "double claims:\n{}", double_claims.join("\n"));
+    assert!(foreign.is_empty(), "status written without the lease:\n{}", foreign.join("\n"));
+    assert!(kills >= 2, "the run was too short to kill replicas ({kills} kills)");
+    assert!(
+        slowest < bound + Duration::from_millis(500),
+        "take-over took {slowest:?}, bound {bound:?}"
+    );
+}
