@@ -325,34 +325,32 @@ fn run_history(
     max_concurrent: u32,
     history: &[Event],
 ) -> Result<(), TestCaseError> {
-    {
-        let mut world = World::new(spec(count, policy, max_concurrent));
-        for event in history {
-            world.step(event)?;
-        }
-
-        // Liveness: with a kubelet that reports every running operation healthy, the Apply
-        // settles (or pauses for a person) within a bounded number of reconciles.
-        for _ in 0..(4 * count + 8) {
-            let running: Vec<String> = world
-                .children
-                .iter()
-                .filter(|c| c.status.phase == OperationPhase::Running)
-                .map(|c| c.name.clone())
-                .collect();
-            for name in running {
-                world.health.insert(name, Health::Healthy);
-            }
-            world.step(&Event::Reconcile)?;
-        }
-        let phase = world.project().phase;
-        prop_assert!(
-            phase.is_some_and(|p| p.is_terminal() || p == ApplyPhase::Paused),
-            "the Apply did not settle: {:?} {:?}",
-            phase,
-            world.children.iter().map(|c| c.status.phase).collect::<Vec<_>>()
-        );
+    let mut world = World::new(spec(count, policy, max_concurrent));
+    for event in history {
+        world.step(event)?;
     }
+
+    // Liveness: with a kubelet that reports every running operation healthy, the Apply
+    // settles (or pauses for a person) within a bounded number of reconciles.
+    for _ in 0..(4 * count + 8) {
+        let running: Vec<String> = world
+            .children
+            .iter()
+            .filter(|c| c.status.phase == OperationPhase::Running)
+            .map(|c| c.name.clone())
+            .collect();
+        for name in running {
+            world.health.insert(name, Health::Healthy);
+        }
+        world.step(&Event::Reconcile)?;
+    }
+    let phase = world.project().phase;
+    prop_assert!(
+        phase.is_some_and(|p| p.is_terminal() || p == ApplyPhase::Paused),
+        "the Apply did not settle: {:?} {:?}",
+        phase,
+        world.children.iter().map(|c| c.status.phase).collect::<Vec<_>>()
+    );
     Ok(())
 }
 
