@@ -5,6 +5,7 @@
 //! With `BATON_E2E_USE_EXISTING=1` the tests run against the cluster in `KUBECONFIG` instead.
 //! There is no kubelet: tests play it with the `kubelet` helpers.
 
+pub mod argocd;
 pub mod kubelet;
 
 use std::path::{Path, PathBuf};

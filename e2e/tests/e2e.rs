@@ -3,6 +3,7 @@
 
 mod e2e {
     pub mod admission;
+    pub mod argocd;
     pub mod bad_input;
     pub mod chart;
     pub mod control_plane;

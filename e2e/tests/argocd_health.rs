@@ -3,8 +3,6 @@
 //! script cannot drift from what the operator writes; and they check that the copy embedded in
 //! `config/argocd/argocd-cm.yaml` is the same script.
 
-use std::path::{Path, PathBuf};
-
 use baton::crd::{
     Apply, ApplyPhase, ApplySpec, ApplyStatus, DedupOn, FailurePolicy, OperationEntry,
     OperationPhase, OperationStatus, Target,
@@ -12,48 +10,8 @@ use baton::crd::{
 use baton::lifecycle::{ApplyFacts, Child, Idempotency, project};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use mlua::{Lua, LuaSerdeExt, SerializeOptions, Table};
 
-/// The `argocd-cm` key Argo CD reads the health check of `baton.dev/Apply` from.
-const HEALTH_KEY: &str = "resource.customizations.health.baton.dev_Apply";
-
-fn argocd_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join("argocd")
-}
-
-fn health_script() -> String {
-    let path = argocd_dir().join("health.lua");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// What the health check returned.
-#[derive(Debug, PartialEq)]
-struct Health {
-    status: String,
-    message: String,
-}
-
-/// Runs health.lua the way Argo CD does: `obj` is the live object as a Lua table, and the
-/// script returns `{status = ..., message = ...}`.
-fn health_of_json(object: &serde_json::Value) -> Health {
-    let lua = Lua::new();
-    // Absent stays absent: a JSON null must read as nil in Lua, as it does in Argo CD.
-    let options = SerializeOptions::new()
-        .serialize_none_to_null(false)
-        .serialize_unit_to_null(false)
-        .set_array_metatable(false);
-    let obj = lua.to_value_with(object, options).expect("the object converts to Lua");
-    lua.globals().set("obj", obj).expect("obj is set");
-    let result: Table = lua
-        .load(health_script())
-        .set_name("health.lua")
-        .eval()
-        .unwrap_or_else(|e| panic!("health.lua failed: {e}"));
-    Health {
-        status: result.get("status").expect("the result has a string status"),
-        message: result.get("message").expect("the result has a string message"),
-    }
-}
+use baton_e2e::argocd::{HEALTH_KEY, Health, argocd_dir, health_of_json, health_script};
 
 fn health_of(apply: &Apply) -> Health {
     health_of_json(&serde_json::to_value(apply).expect("the Apply serializes"))
