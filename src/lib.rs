@@ -53,6 +53,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server refused an object as too large: retrying soon will not help.
+    pub fn is_too_large(&self) -> bool {
+        let text = self.to_string();
+        text.contains("request is too large") || text.contains("Request entity too large")
+    }
+
     /// A stable label per variant for the `reconcile_errors` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -17,8 +17,8 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, instrument};
 
-use super::Context;
 use super::keys;
+use super::{Context, Dispatch};
 use crate::crd::ApplyPhase;
 use crate::crd::{
     Apply, ApplyStatus, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase, OperationSpec,
@@ -45,6 +45,25 @@ pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Actio
     let started = Instant::now();
     let outcome = reconcile_inner(&apply, &context).await;
     context.metrics.reconciled("apply", started.elapsed());
+    if let Err(error) = &outcome
+        && error.is_too_large()
+    {
+        // No status can say it (the status itself may be what is too large): an Event can.
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "TooLarge".to_owned(),
+            note: Some(truncate(
+                format!(
+                    "this Apply is too large to track ({error}); keep its manifests well under the \
+                     API server's 1.5 MiB object limit, or split the rollout"
+                ),
+                1000,
+            )),
+            action: "Track".to_owned(),
+            secondary: None,
+        };
+        let _ = context.recorder.publish(&event, &apply.object_ref(&())).await;
+    }
     outcome
 }
 
@@ -355,37 +374,35 @@ async fn observe_runs(
         if status.phase != OperationPhase::Running || !mine {
             continue;
         }
-        let key = (op.uid().unwrap_or_default(), status.attempt);
-        let known = context
-            .dispatched
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .cloned();
-        let inventory = match known {
-            Some(inventory) => inventory,
+        let run = (op.uid().unwrap_or_default(), status.attempt);
+        let dispatch = match context.runs.get(&run) {
+            Some(dispatch) => dispatch,
             None => {
                 let target = RunTarget {
                     apply_namespace: namespace,
                     service_account: &service_account,
                     operation: &op.spec,
                 };
-                match context.engine.dispatch(&target).await {
+                let dispatch = match context.engine.dispatch(&target).await {
                     Ok(inventory) => {
                         info!(operation = %op.spec.name, attempt = status.attempt, objects = inventory.len(), "applied");
-                        context
-                            .dispatched
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .insert(key, inventory.clone());
-                        inventory
+                        Dispatch::Applied(inventory)
                     }
-                    Err(message) => {
-                        info!(operation = %op.spec.name, attempt = status.attempt, %message, "apply failed");
-                        health.insert(op.spec.name.clone(), Health::DispatchFailed(message));
-                        continue;
+                    Err(failure) => {
+                        info!(operation = %op.spec.name, attempt = status.attempt, message = %failure.message, "apply failed");
+                        Dispatch::Failed(failure)
                     }
-                }
+                };
+                context.runs.record(run, dispatch.clone());
+                dispatch
+            }
+        };
+        let inventory = match dispatch {
+            Dispatch::Applied(inventory) => inventory,
+            // Reported until the failure is written, never re-applied in the same run.
+            Dispatch::Failed(failure) => {
+                health.insert(op.spec.name.clone(), Health::DispatchFailed(failure.message));
+                continue;
             }
         };
         let verdict = context.engine.health(namespace, &service_account, &inventory).await;
@@ -435,15 +452,8 @@ async fn write_operation(
                 Ok(written) => {
                     count_transition(*kind, status, context);
                     if matches!(kind, WriteKind::Finish | WriteKind::Stop) {
-                        let key = (
-                            current.uid().unwrap_or_default(),
-                            current.status.as_ref().map_or(0, |s| s.attempt),
-                        );
-                        context
-                            .dispatched
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .remove(&key);
+                        let attempt = current.status.as_ref().map_or(0, |s| s.attempt);
+                        context.runs.forget(&(current.uid().unwrap_or_default(), attempt));
                     }
                     debug!(operation = %name, ?kind, phase = ?status.phase, "operation written");
                     latest.insert(*index, written);
@@ -473,18 +483,16 @@ fn with_inventory(
     context: &Context,
 ) -> OperationStatus {
     let mut status = status.clone();
+    let ended = matches!(
+        status.phase,
+        OperationPhase::Succeeded | OperationPhase::Failed | OperationPhase::Stopped
+    );
     if status.inventory.is_empty()
-        && matches!(
-            status.phase,
-            OperationPhase::Succeeded | OperationPhase::Failed | OperationPhase::Stopped
-        )
+        && ended
+        && let Some(inventory) =
+            context.runs.inventory(&(current.uid().unwrap_or_default(), status.attempt))
     {
-        let key = (current.uid().unwrap_or_default(), status.attempt);
-        if let Some(inventory) =
-            context.dispatched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
-        {
-            status.inventory = inventory.clone();
-        }
+        status.inventory = inventory;
     }
     status.observed_generation = current.metadata.generation;
     status

@@ -23,7 +23,7 @@ use kube::{Api, Client};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::crd::{Apply, InventoryEntry, Operation};
-use crate::engine::Engine;
+use crate::engine::{DispatchError, Engine};
 use crate::lease::{ApplyLeases, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::{Error, Result, admin};
@@ -63,9 +63,51 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The configuration.
     pub settings: Settings,
-    /// Runs this replica dispatched, by `(operation uid, attempt)`: their inventory. After a
-    /// restart it is empty, and the new holder re-applies (server-side apply is idempotent).
-    pub dispatched: Mutex<HashMap<(String, u32), Vec<InventoryEntry>>>,
+    /// Runs this replica dispatched. After a restart it is empty, and the new holder re-applies
+    /// (server-side apply is idempotent).
+    pub runs: Runs,
+}
+
+/// What this replica's dispatch of a run gave.
+#[derive(Clone, Debug)]
+pub enum Dispatch {
+    /// Every manifest was applied.
+    Applied(Vec<InventoryEntry>),
+    /// A manifest failed; the ones before it were applied.
+    Failed(DispatchError),
+}
+
+/// The runs this replica dispatched, by `(operation uid, attempt)`.
+#[derive(Default)]
+pub struct Runs(Mutex<HashMap<(String, u32), Dispatch>>);
+
+impl Runs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Dispatch>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The dispatch of a run, if this replica made it.
+    pub fn get(&self, run: &(String, u32)) -> Option<Dispatch> {
+        self.lock().get(run).cloned()
+    }
+
+    /// Records the dispatch of a run.
+    pub fn record(&self, run: (String, u32), dispatch: Dispatch) {
+        self.lock().insert(run, dispatch);
+    }
+
+    /// What the run applied, if this replica dispatched it.
+    pub fn inventory(&self, run: &(String, u32)) -> Option<Vec<InventoryEntry>> {
+        self.get(run).map(|dispatch| match dispatch {
+            Dispatch::Applied(inventory) => inventory,
+            Dispatch::Failed(failure) => failure.applied,
+        })
+    }
+
+    /// Forgets a run that ended.
+    pub fn forget(&self, run: &(String, u32)) {
+        self.lock().remove(run);
+    }
 }
 
 /// A random suffix, so two processes with the same pod name never share an identity.
@@ -123,7 +165,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         ),
         engine: Engine::new(config, client.clone()),
         metrics,
-        dispatched: Mutex::new(HashMap::new()),
+        runs: Runs::default(),
         settings: settings.clone(),
         client: client.clone(),
     });
@@ -175,5 +217,8 @@ pub async fn run(settings: Settings) -> Result<()> {
 fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failed("apply", error);
     tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "reconcile failed; retrying");
+    if error.is_too_large() {
+        return Action::requeue(Duration::from_secs(300));
+    }
     Action::requeue(Duration::from_secs(2))
 }

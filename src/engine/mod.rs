@@ -32,6 +32,15 @@ pub struct Engine {
     kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
 }
 
+/// A dispatch that failed part way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchError {
+    /// What failed, naming the object, with the API server's message.
+    pub message: String,
+    /// What was applied before the failure.
+    pub applied: Vec<InventoryEntry>,
+}
+
 /// Where and as whom an operation runs.
 pub struct RunTarget<'a> {
     /// The Apply's namespace (where its service account lives).
@@ -84,10 +93,16 @@ impl Engine {
             } else {
                 format!("{}/{}", gvk.group, gvk.version)
             };
-            format!(
-                "kind {} of apiVersion {api_version} is not served by the API server: {error}",
+            let unknown = format!(
+                "kind {} of apiVersion {api_version} is not served by the API server",
                 gvk.kind
-            )
+            );
+            match error {
+                // Discovery answers "not found" (or finds no such kind): the kind is unknown.
+                kube::Error::Api(status) if status.code == 404 => unknown,
+                kube::Error::Discovery(_) => unknown,
+                other => format!("{unknown}: {other}"),
+            }
         })?;
         self.kinds
             .lock()
@@ -96,12 +111,27 @@ impl Engine {
         Ok(found)
     }
 
-    /// Server-side applies every manifest, in order, and returns what was applied. The error
-    /// names the object and carries the API server's message.
-    pub async fn dispatch(&self, target: &RunTarget<'_>) -> Result<Vec<InventoryEntry>, String> {
+    /// Server-side applies every manifest, in order, and returns what was applied. A failure
+    /// names the object, carries the API server's message, and keeps what was applied before it:
+    /// objects already applied stay, and the operation records them.
+    pub async fn dispatch(
+        &self,
+        target: &RunTarget<'_>,
+    ) -> Result<Vec<InventoryEntry>, DispatchError> {
+        let mut inventory = Vec::with_capacity(target.operation.manifests.len());
+        match self.apply_all(target, &mut inventory).await {
+            Ok(()) => Ok(inventory),
+            Err(message) => Err(DispatchError { message, applied: inventory }),
+        }
+    }
+
+    async fn apply_all(
+        &self,
+        target: &RunTarget<'_>,
+        inventory: &mut Vec<InventoryEntry>,
+    ) -> Result<(), String> {
         let client = self.impersonating(target.apply_namespace, target.service_account)?;
         let namespace = &target.operation.target.namespace;
-        let mut inventory = Vec::with_capacity(target.operation.manifests.len());
         for (position, manifest) in target.operation.manifests.iter().enumerate() {
             let mut object: DynamicObject =
                 serde_json::from_value(manifest.clone()).map_err(|error| {
@@ -153,7 +183,7 @@ impl Engine {
                 name,
             });
         }
-        Ok(inventory)
+        Ok(())
     }
 
     /// Reads every applied object and folds their kstatus health into one verdict: the first
