@@ -153,6 +153,18 @@ impl ApplyLeases {
         }
     }
 
+    /// Stops competing for the leases of Applies that no longer exist (deleted without a last
+    /// reconcile here), so their managers do not retry forever.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.lock().retain(|uid, held| {
+            let keep = exists(uid);
+            if !keep {
+                held.forwarder.abort();
+            }
+            keep
+        });
+    }
+
     /// Releases every lease (on shutdown).
     pub fn release_all(&self) {
         for (_, held) in self.lock().drain() {

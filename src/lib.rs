@@ -55,8 +55,12 @@ pub enum Error {
 impl Error {
     /// The API server refused an object as too large: retrying soon will not help.
     pub fn is_too_large(&self) -> bool {
-        let text = self.to_string();
-        text.contains("request is too large") || text.contains("Request entity too large")
+        match self {
+            Error::Kube { source: kube::Error::Api(status), .. } => {
+                status.code == 413 || status.message.contains("request is too large")
+            }
+            _ => false,
+        }
     }
 
     /// A stable label per variant for the `reconcile_errors` metric.

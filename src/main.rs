@@ -77,9 +77,9 @@ fn run(args: RunArgs) -> Result<()> {
         namespace: args.namespace,
         identity: baton::controller::replica_identity(),
         default_service_account: args.default_service_account,
-        health_poll_interval: std::time::Duration::from_secs_f64(
-            args.health_poll_seconds.max(0.05),
-        ),
+        health_poll_interval: std::time::Duration::try_from_secs_f64(args.health_poll_seconds)
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(3600)),
         lease: baton::lease::LeaseTiming {
             duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
             grace: std::time::Duration::from_secs(

@@ -14,6 +14,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -279,6 +282,40 @@ pub async fn grant(
         .patch(name, &pp, &Patch::Apply(&binding))
         .await
         .expect("applying the role binding");
+    // The authorizer learns of new bindings through a cache: wait until it has.
+    let first = role.rules.as_ref().and_then(|rules| rules.first()).cloned().unwrap_or_default();
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{account_namespace}:{name}")),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{account_namespace}"),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_owned()),
+                group: first.api_groups.and_then(|groups| groups.into_iter().next()),
+                resource: first.resources.and_then(|resources| resources.into_iter().next()),
+                verb: first.verbs.into_iter().next(),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    wait_for(
+        &format!("RBAC to allow {name} in {namespace}"),
+        std::time::Duration::from_secs(30),
+        || {
+            let reviews = reviews.clone();
+            let review = review.clone();
+            async move {
+                let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+                answer.status.is_some_and(|status| status.allowed).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 /// Runs `kubectl` against the cluster under test and returns its output.

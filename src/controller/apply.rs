@@ -15,7 +15,7 @@ use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use super::keys;
 use super::{Context, Dispatch};
@@ -45,6 +45,18 @@ pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Actio
     let started = Instant::now();
     let outcome = reconcile_inner(&apply, &context).await;
     context.metrics.reconciled("apply", started.elapsed());
+    if let Err(error) = &outcome
+        && matches!(error, Error::Invalid(_))
+    {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ReconcileFailed".to_owned(),
+            note: Some(truncate(error.to_string(), 1000)),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        let _ = context.recorder.publish(&event, &apply.object_ref(&())).await;
+    }
     if let Err(error) = &outcome
         && error.is_too_large()
     {
@@ -118,6 +130,10 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     // the key is taken (or renewed) before deciding, so the claim gate can open in this pass
     let before = key.next_write(project(&facts, &children).phase, deleting);
     if matches!(before, KeyWrite::Take | KeyWrite::Renew) {
+        // Holding a key is something deleting the Apply must undo: the finalizer comes first.
+        if !ensure_finalizer(apply, &namespace, context).await? {
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
         if !key.write(&before).await? {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
@@ -145,17 +161,28 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         .writes
         .iter()
         .any(|write| matches!(write, OperationWrite::Status { kind: WriteKind::Claim, .. }));
-    if claims && !has_finalizer(apply) {
-        // From the first claim on, deleting the Apply first stops what runs.
-        add_finalizer(apply, &namespace, context).await?;
+    // From the first claim on, deleting the Apply first stops what runs.
+    if claims && !ensure_finalizer(apply, &namespace, context).await? {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    // Observing may have taken a while: the lease is checked again right before writing.
+    if !plan.writes.is_empty() && context.leases.check(&namespace, &uid).await? != LeaseState::Held
+    {
+        info!("lease lost before the operation writes; not writing");
+        return Ok(Action::requeue(LEASE_RETRY));
     }
     let mut latest: HashMap<u32, Operation> =
         owned.into_iter().map(|op| (op.spec.index, op)).collect();
-    for write in &plan.writes {
-        if let Written::Conflict =
-            write_operation(apply, &operations, &mut latest, write, context).await?
-        {
-            // Someone else moved first: re-read and decide again; not an error.
+    for (written, write) in plan.writes.iter().enumerate() {
+        let outcome = write_operation(apply, &operations, &mut latest, write, context).await;
+        if !matches!(outcome, Ok(Written::Done)) {
+            // The Events of the writes that went through are recorded; the rest is decided
+            // again from fresh reads.
+            for note in plan.notes_after(written) {
+                publish(apply, note, context).await;
+            }
+            // A conflict means someone else moved first: not an error.
+            outcome?;
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
     }
@@ -183,7 +210,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     }
 
     // record
-    for note in &plan.notes {
+    for note in plan.notes_after(plan.writes.len()) {
         publish(apply, note, context).await;
     }
 
@@ -307,7 +334,7 @@ async fn set_finalizer(
     namespace: &str,
     context: &Context,
     present: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let mut finalizers: Vec<String> =
         apply.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if present {
@@ -318,9 +345,9 @@ async fn set_finalizer(
     });
     let api: Api<Apply> = Api::namespaced(context.client.clone(), namespace);
     match api.patch(&apply.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        // A newer Apply exists: the next reconcile sees it and decides again.
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
+        Ok(_) => Ok(true),
+        // A newer Apply exists (or none): the next reconcile sees it and decides again.
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(false),
         Err(source) => Err(Error::Kube {
             context: format!("updating the finalizers of Apply `{}`", apply.name_any()),
             source,
@@ -328,13 +355,18 @@ async fn set_finalizer(
     }
 }
 
-async fn add_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<()> {
+/// Adds the finalizer if it is missing; `false` when the Apply changed meanwhile (re-read).
+async fn ensure_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<bool> {
+    if has_finalizer(apply) {
+        return Ok(true);
+    }
     set_finalizer(apply, namespace, context, true).await
 }
 
 async fn remove_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<()> {
     if has_finalizer(apply) {
         info!("operations stopped and key released; letting the Apply go");
+        // A conflict leaves the finalizer for the next reconcile, which tries again.
         set_finalizer(apply, namespace, context, false).await?;
     }
     Ok(())
@@ -371,10 +403,12 @@ async fn observe_runs(
             continue;
         };
         let mine = status.claim.as_ref().is_some_and(|claim| claim.holder == identity);
+        let run = (op.uid().unwrap_or_default(), status.attempt);
         if status.phase != OperationPhase::Running || !mine {
+            // Ended, or run by someone else now: what this replica knew of it is stale.
+            context.runs.forget(&run);
             continue;
         }
-        let run = (op.uid().unwrap_or_default(), status.attempt);
         let dispatch = match context.runs.get(&run) {
             Some(dispatch) => dispatch,
             None => {
@@ -387,6 +421,13 @@ async fn observe_runs(
                     Ok(inventory) => {
                         info!(operation = %op.spec.name, attempt = status.attempt, objects = inventory.len(), "applied");
                         Dispatch::Applied(inventory)
+                    }
+                    Err(failure) if failure.transient => {
+                        // The API server could not answer: try again at the next check, and let
+                        // the operation's timeout decide if it never does.
+                        warn!(operation = %op.spec.name, attempt = status.attempt, message = %failure.message, "apply interrupted; retrying");
+                        health.insert(op.spec.name.clone(), Health::Progressing);
+                        continue;
                     }
                     Err(failure) => {
                         info!(operation = %op.spec.name, attempt = status.attempt, message = %failure.message, "apply failed");
@@ -432,9 +473,27 @@ async fn write_operation(
                     latest.insert(*index, created);
                     Ok(Written::Done)
                 }
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Written::Conflict),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    // Ours, created meanwhile: re-read. Another Apply's: say so, it will not pass.
+                    let existing = operations.get_opt(&object_name).await.ok().flatten();
+                    let owner =
+                        existing.as_ref().and_then(|op| op.owner_references().first().cloned());
+                    match owner {
+                        Some(owner) if Some(&owner.uid) != apply.metadata.uid.as_ref() => {
+                            Err(Error::Invalid(format!(
+                                "operation `{name}`: the Operation `{object_name}` already belongs to {} `{}`; \
+                                 rename the operation or the Apply",
+                                owner.kind, owner.name
+                            )))
+                        }
+                        _ => Ok(Written::Conflict),
+                    }
+                }
                 Err(source) => Err(Error::Kube {
-                    context: format!("creating operation `{object_name}`"),
+                    context: format!(
+                        "creating operation `{object_name}` in `{}`",
+                        apply.namespace().unwrap_or_default()
+                    ),
                     source,
                 }),
             }
@@ -451,7 +510,9 @@ async fn write_operation(
             match operations.replace_status(&object_name, &PostParams::default(), &next).await {
                 Ok(written) => {
                     count_transition(*kind, status, context);
-                    if matches!(kind, WriteKind::Finish | WriteKind::Stop) {
+                    // A take-over starts the run afresh here: re-apply, even if this replica
+                    // held it once before.
+                    if matches!(kind, WriteKind::Finish | WriteKind::Stop | WriteKind::TakeOver) {
                         let attempt = current.status.as_ref().map_or(0, |s| s.attempt);
                         context.runs.forget(&(current.uid().unwrap_or_default(), attempt));
                     }
@@ -467,7 +528,10 @@ async fn write_operation(
                     Ok(Written::Conflict)
                 }
                 Err(source) => Err(Error::Kube {
-                    context: format!("writing the status of operation `{object_name}`"),
+                    context: format!(
+                        "writing the status of operation `{object_name}` in `{}`",
+                        apply.namespace().unwrap_or_default()
+                    ),
                     source,
                 }),
             }

@@ -28,6 +28,9 @@ use crate::lease::{ApplyLeases, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::{Error, Result, admin};
 
+/// How often lease managers of Applies that disappeared are stopped.
+const LEASE_SWEEP: Duration = Duration::from_secs(30);
+
 /// How `baton run` is configured.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -180,6 +183,19 @@ pub async fn run(settings: Settings) -> Result<()> {
         .reconcile_on(UnboundedReceiverStream::new(woken))
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();
+    let sweeper = (store.clone(), context.clone());
+    tokio::spawn(async move {
+        let (store, context) = sweeper;
+        let mut every = tokio::time::interval(LEASE_SWEEP);
+        // The first tick is immediate, before the store is filled: skip it.
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let live: std::collections::HashSet<String> =
+                store.state().iter().filter_map(|apply| apply.metadata.uid.clone()).collect();
+            context.leases.retain(|uid| live.contains(uid));
+        }
+    });
     tokio::spawn(async move {
         // Polled again and again: the store wakes only its most recent waiter, and the
         // controller's own runner waits on it too.
@@ -219,6 +235,10 @@ fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Acti
     tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "reconcile failed; retrying");
     if error.is_too_large() {
         return Action::requeue(Duration::from_secs(300));
+    }
+    if matches!(error, Error::Invalid(_)) {
+        // Retrying will not fix what the user wrote; look again now and then, and on changes.
+        return Action::requeue(Duration::from_secs(60));
     }
     Action::requeue(Duration::from_secs(2))
 }

@@ -39,6 +39,41 @@ pub struct DispatchError {
     pub message: String,
     /// What was applied before the failure.
     pub applied: Vec<InventoryEntry>,
+    /// The API server could not answer (unreachable, overloaded, timing out): worth another
+    /// try, not a verdict on the manifests.
+    pub transient: bool,
+}
+
+/// A failure while applying, and whether another try may succeed.
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+impl From<String> for Failure {
+    /// Problems with the manifests themselves never go away by retrying.
+    fn from(message: String) -> Self {
+        Failure { message, transient: false }
+    }
+}
+
+/// Transport errors, timeouts, throttling and an unavailable server may pass. The rest are
+/// verdicts on the manifest, including most 500s: server-side apply answers 500 for a manifest
+/// that does not fit its type ("failed to create typed patch object").
+fn transient(error: &kube::Error) -> bool {
+    const RETRYABLE: [&str; 4] = ["timeout", "try again", "leader changed", "unavailable"];
+    match error {
+        kube::Error::Api(status) => match status.code {
+            408 | 429 | 502 | 503 | 504 => true,
+            500 => {
+                let message = status.message.to_lowercase();
+                RETRYABLE.iter().any(|hint| message.contains(hint))
+            }
+            _ => false,
+        },
+        kube::Error::Discovery(_) => false,
+        _ => true,
+    }
 }
 
 /// Where and as whom an operation runs.
@@ -81,7 +116,7 @@ impl Engine {
     async fn resolve(
         &self,
         gvk: &GroupVersionKind,
-    ) -> Result<(ApiResource, ApiCapabilities), String> {
+    ) -> Result<(ApiResource, ApiCapabilities), Failure> {
         if let Some(found) =
             self.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(gvk)
         {
@@ -99,9 +134,12 @@ impl Engine {
             );
             match error {
                 // Discovery answers "not found" (or finds no such kind): the kind is unknown.
-                kube::Error::Api(status) if status.code == 404 => unknown,
-                kube::Error::Discovery(_) => unknown,
-                other => format!("{unknown}: {other}"),
+                kube::Error::Api(status) if status.code == 404 => Failure::from(unknown),
+                kube::Error::Discovery(_) => Failure::from(unknown),
+                other => Failure {
+                    message: format!("looking up kind {}: {other}", gvk.kind),
+                    transient: transient(&other),
+                },
             }
         })?;
         self.kinds
@@ -121,7 +159,9 @@ impl Engine {
         let mut inventory = Vec::with_capacity(target.operation.manifests.len());
         match self.apply_all(target, &mut inventory).await {
             Ok(()) => Ok(inventory),
-            Err(message) => Err(DispatchError { message, applied: inventory }),
+            Err(Failure { message, transient }) => {
+                Err(DispatchError { message, applied: inventory, transient })
+            }
         }
     }
 
@@ -129,7 +169,7 @@ impl Engine {
         &self,
         target: &RunTarget<'_>,
         inventory: &mut Vec<InventoryEntry>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let client = self.impersonating(target.apply_namespace, target.service_account)?;
         let namespace = &target.operation.target.namespace;
         for (position, manifest) in target.operation.manifests.iter().enumerate() {
@@ -156,7 +196,8 @@ impl Engine {
                         return Err(format!(
                             "{} `{name}` sets namespace `{other}`, but the operation's target is `{namespace}`",
                             gvk.kind
-                        ));
+                        )
+                        .into());
                     }
                     object.metadata.namespace = Some(namespace.clone());
                     Api::namespaced_with(client.clone(), namespace, &resource)
@@ -168,13 +209,14 @@ impl Engine {
             };
             api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&object))
                 .await
-                .map_err(|error| {
-                    describe_api_error(
+                .map_err(|error| Failure {
+                    message: describe_api_error(
                         &gvk.kind,
                         &name,
                         object.metadata.namespace.as_deref(),
                         &error,
-                    )
+                    ),
+                    transient: transient(&error),
                 })?;
             inventory.push(InventoryEntry {
                 api_version: types.api_version,
@@ -222,7 +264,7 @@ impl Engine {
         entry: &InventoryEntry,
     ) -> Result<serde_json::Value, String> {
         let gvk = api_version_kind(&entry.api_version, &entry.kind);
-        let (resource, _) = self.resolve(&gvk).await?;
+        let (resource, _) = self.resolve(&gvk).await.map_err(|failure| failure.message)?;
         let api: Api<DynamicObject> = match &entry.namespace {
             Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
             None => Api::all_with(client.clone(), &resource),

@@ -159,11 +159,25 @@ pub struct Plan {
     pub writes: Vec<OperationWrite>,
     /// Events to record once the writes went through.
     pub notes: Vec<Note>,
+    /// For each note, the write it reports (`None`: it reports the whole plan).
+    pub note_writes: Vec<Option<usize>>,
     /// The parent status expected after the writes; the reconciler re-projects from what the
     /// API server returned before writing it.
     pub status: Option<ApplyStatus>,
     /// When to look again even if nothing changes (the nearest timeout).
     pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// The notes to record once the first `written` writes went through: those reporting a
+    /// write that was made, and, when every write was made, those about the whole plan.
+    pub fn notes_after(&self, written: usize) -> impl Iterator<Item = &Note> {
+        let complete = written >= self.writes.len();
+        self.notes.iter().zip(&self.note_writes).filter_map(move |(note, write)| match write {
+            Some(index) => (*index < written).then_some(note),
+            None => complete.then_some(note),
+        })
+    }
 }
 
 /// Decides one reconcile. Writes nothing unless this replica holds the lease.
@@ -187,7 +201,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             name: entry.name.clone(),
         })
         .collect();
-    if !missing.is_empty() {
+    if !missing.is_empty() && !facts.deleting {
         let status = settled_status(observed, observed.children);
         return Plan { writes: missing, status: Some(status), ..Plan::default() };
     }
@@ -200,8 +214,8 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
     if !facts.stopping() {
         for position in 0..working.len() {
             if let Ok(next) = transitions::resume(&working[position].status, now) {
-                plan.notes.push(Note::Resumed { operation: working[position].name.clone() });
-                record(&mut working, &mut plan, position, WriteKind::Resume, next);
+                let note = Note::Resumed { operation: working[position].name.clone() };
+                record(&mut working, &mut plan, position, WriteKind::Resume, next, Some(note));
             }
         }
         dismissal(observed, &mut working, &mut plan);
@@ -211,8 +225,8 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             if working[position].status.phase == OperationPhase::Pending
                 && let Ok(next) = transitions::stop(&working[position].status, now)
             {
-                plan.notes.push(Note::Stopped { operation: working[position].name.clone() });
-                record(&mut working, &mut plan, position, WriteKind::Stop, next);
+                let note = Note::Stopped { operation: working[position].name.clone() };
+                record(&mut working, &mut plan, position, WriteKind::Stop, next, Some(note));
             }
         }
     }
@@ -222,17 +236,20 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
                 continue;
             };
             if let Ok(next) = transitions::claim(&working[position].status, observed.holder, now) {
-                plan.notes.push(Note::Started {
+                let note = Note::Started {
                     operation: working[position].name.clone(),
                     attempt: next.attempt,
-                });
-                record(&mut working, &mut plan, position, WriteKind::Claim, next);
+                };
+                record(&mut working, &mut plan, position, WriteKind::Claim, next, Some(note));
             }
         }
     }
 
     let status = settled_status(observed, &working);
-    plan.notes.extend(apply_notes(observed.previous, &status));
+    for note in apply_notes(observed.previous, &status) {
+        plan.notes.push(note);
+        plan.note_writes.push(None);
+    }
     plan.status = Some(status);
     plan
 }
@@ -244,13 +261,19 @@ fn settled_status(observed: &Observed<'_>, children: &[Child]) -> ApplyStatus {
     status
 }
 
+/// Records a write to the operation at `position`, and the note that reports it once it is done.
 fn record(
     working: &mut [Child],
     plan: &mut Plan,
     position: usize,
     kind: WriteKind,
     next: OperationStatus,
+    note: Option<Note>,
 ) {
+    if let Some(note) = note {
+        plan.notes.push(note);
+        plan.note_writes.push(Some(plan.writes.len()));
+    }
     let child = &mut working[position];
     child.status = next.clone();
     plan.writes.push(OperationWrite::Status {
@@ -273,16 +296,16 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
         let attempt = child.status.attempt;
         if observed.apply.stopping() {
             if let Ok(next) = transitions::stop(&child.status, now) {
-                plan.notes.push(Note::Stopped { operation: name });
-                record(working, plan, position, WriteKind::Stop, next);
+                let note = Note::Stopped { operation: name };
+                record(working, plan, position, WriteKind::Stop, next, Some(note));
             }
             continue;
         }
         let holder = child.status.claim.as_ref().map(|claim| claim.holder.clone());
         if holder.as_deref() != Some(observed.holder) {
             if let Ok(next) = transitions::take_over(&child.status, observed.holder, now) {
-                plan.notes.push(Note::TakenOver { operation: name, attempt, from: holder });
-                record(working, plan, position, WriteKind::TakeOver, next);
+                let note = Note::TakenOver { operation: name, attempt, from: holder };
+                record(working, plan, position, WriteKind::TakeOver, next, Some(note));
             }
             continue;
         }
@@ -318,8 +341,7 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
             }
         };
         if let Ok(next) = transitions::finish(&working[position].status, outcome, now) {
-            plan.notes.push(note);
-            record(working, plan, position, WriteKind::Finish, next);
+            record(working, plan, position, WriteKind::Finish, next, Some(note));
         }
     }
 }
@@ -359,14 +381,17 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
                 return;
             }
             let dismissal = DismissedError { id: id.to_owned(), at: Time(observed.now) };
-            for position in 0..working.len() {
+            // Highest index first: the current error is reset last, so a pass cut short by a
+            // conflict leaves it standing and the next pass finishes the dismissal.
+            for position in (0..working.len()).rev() {
                 if let Ok(next) =
                     transitions::dismiss(&working[position].status, &dismissal, observed.now)
                 {
-                    record(working, plan, position, WriteKind::Dismiss, next);
+                    record(working, plan, position, WriteKind::Dismiss, next, None);
                 }
             }
             plan.notes.push(Note::ErrorDismissed { id: id.to_owned() });
+            plan.note_writes.push(None);
         }
         _ if last.as_ref().is_some_and(|last| last.id == id) => {}
         error => {
@@ -384,6 +409,7 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
             });
             if !already_said {
                 plan.notes.push(Note::DismissalIgnored { id: id.to_owned(), why });
+                plan.note_writes.push(None);
             }
         }
     }

@@ -21,7 +21,7 @@ pub enum KeyState {
 /// The record of a key, as read from its Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRecord {
-    /// The Apply holding the key, as `<namespace>/<name>`.
+    /// The Apply holding the key, as `<name>/<uid>`.
     pub holder: String,
     /// Its state.
     pub state: KeyState,
@@ -106,9 +106,9 @@ pub fn key_write(
         // `Succeeded` is one-shot: never renewed, released or overwritten.
         Some(record) if record.state == KeyState::Succeeded => KeyWrite::Keep,
         Some(record) if record.state == KeyState::Failed => KeyWrite::Keep,
-        Some(_) if deleting => KeyWrite::Release,
+        // A success is recorded even when the Apply is deleted right after it.
         Some(_) if phase == Some(ApplyPhase::Succeeded) => KeyWrite::MarkSucceeded,
-        Some(_) if phase == Some(ApplyPhase::Failed) => match dedup_on {
+        Some(_) if deleting || phase == Some(ApplyPhase::Failed) => match dedup_on {
             DedupOn::Success => KeyWrite::Release,
             DedupOn::Any => KeyWrite::MarkFailed,
         },
@@ -264,6 +264,32 @@ mod tests {
             KeyWrite::Release
         );
         assert_eq!(key_write(None, ME, None, true, DedupOn::Success, at(5), TTL), KeyWrite::Keep);
+    }
+
+    #[test]
+    fn deleting_the_holder_marks_the_key_under_dedup_on_any() {
+        let mine = record(ME, KeyState::InFlight, 0);
+        assert_eq!(
+            key_write(Some(&mine), ME, Some(ApplyPhase::Running), true, DedupOn::Any, at(5), TTL),
+            KeyWrite::MarkFailed
+        );
+    }
+
+    #[test]
+    fn deleting_right_after_success_still_marks_the_key_succeeded() {
+        let mine = record(ME, KeyState::InFlight, 0);
+        assert_eq!(
+            key_write(
+                Some(&mine),
+                ME,
+                Some(ApplyPhase::Succeeded),
+                true,
+                DedupOn::Success,
+                at(5),
+                TTL
+            ),
+            KeyWrite::MarkSucceeded
+        );
     }
 
     #[test]

@@ -137,12 +137,7 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
     let started = roster.iter().any(|slot| slot.status.attempt > 0);
     let active = counts.running + counts.pending;
 
-    let phase = if !started
-        && !facts.stopping()
-        && matches!(facts.idempotency, Idempotency::AlreadyDone { .. })
-    {
-        ApplyPhase::Skipped
-    } else if counts.succeeded == counts.total {
+    let phase = if counts.succeeded == counts.total {
         ApplyPhase::Succeeded
     } else if facts.stopping() {
         match (active, counts.failed) {
@@ -162,6 +157,18 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
         ApplyPhase::Running
     } else {
         ApplyPhase::Pending
+    };
+    // Another Apply already rolled the change out: whatever was left here is skipped, not waited
+    // for (the claim gate stays shut).
+    let phase = match phase {
+        ApplyPhase::Pending | ApplyPhase::Running
+            if counts.running == 0
+                && !facts.stopping()
+                && matches!(facts.idempotency, Idempotency::AlreadyDone { .. }) =>
+        {
+            ApplyPhase::Skipped
+        }
+        phase => phase,
     };
 
     let stop = spec.stop.then(|| StopStatus {
@@ -259,6 +266,14 @@ fn current_names(roster: &[Slot<'_>]) -> String {
     shown
 }
 
+/// The Apply holding the key this one waits for, if it waits.
+fn waiting_for_key<'a>(facts: &'a ApplyFacts<'_>) -> Option<&'a str> {
+    match &facts.idempotency {
+        Idempotency::InFlightElsewhere { holder } => Some(holder),
+        _ => None,
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -317,6 +332,12 @@ fn message(
                 counts.running
             ),
         },
+        (ApplyPhase::Running, _) if current.is_empty() && waiting_for_key(facts).is_some() => {
+            format!(
+                "{done}; waiting: Apply `{}` is rolling out the same idempotency key",
+                waiting_for_key(facts).unwrap_or_default()
+            )
+        }
         (ApplyPhase::Running, None) if current.is_empty() => {
             format!("{done}; claiming the next operation")
         }
@@ -343,9 +364,7 @@ fn conditions(
     };
     let reconciling_reason = match (&facts.idempotency, facts.stopping()) {
         (_, true) => "Stopping",
-        (Idempotency::InFlightElsewhere { .. }, _) if phase == ApplyPhase::Pending => {
-            reason::DUPLICATE_IN_FLIGHT
-        }
+        (Idempotency::InFlightElsewhere { .. }, _) => reason::DUPLICATE_IN_FLIGHT,
         _ => "Progressing",
     };
     let stalled_reason = error.map_or(phase.as_str(), |error| error.reason.as_str());

@@ -537,3 +537,53 @@ fn key_in_flight_elsewhere_waits_pending_with_duplicate_reason() {
     });
     assert!(plan.writes.is_empty());
 }
+
+#[test]
+fn key_done_elsewhere_skips_what_is_left_even_after_a_start() {
+    let spec = spec(3, FailurePolicy::Halt, 1);
+    let done =
+        ApplyFacts { idempotency: Idempotency::AlreadyDone { by: "other".into() }, ..facts(&spec) };
+    let status = project(&done, &children(vec![succeeded(1), pending(1), pending(0)]));
+    assert_eq!(status.phase, Some(ApplyPhase::Skipped));
+}
+
+#[test]
+fn waiting_for_a_key_after_a_start_says_so() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    let waiting = ApplyFacts {
+        idempotency: Idempotency::InFlightElsewhere { holder: "other".into() },
+        ..facts(&spec)
+    };
+    let status = project(&waiting, &children(vec![succeeded(1), pending(0)]));
+    assert_eq!(status.phase, Some(ApplyPhase::Running));
+    assert!(status.message.contains("waiting: Apply `other`"), "{}", status.message);
+    let reconciling =
+        status.conditions.iter().find(|c| c.type_ == condition::RECONCILING).expect("condition");
+    assert_eq!(reconciling.reason, reason::DUPLICATE_IN_FLIGHT);
+}
+
+#[test]
+fn an_interrupted_dismissal_leaves_the_current_error_to_finish_next_pass() {
+    let mut spec = spec(3, FailurePolicy::Halt, 1);
+    spec.dismiss_error = Some("a-1".into());
+    let plan = plan(&spec, vec![failed(1), failed(1), pending(0)]);
+    let order: Vec<_> =
+        writes(&plan).into_iter().filter(|(_, kind, _)| *kind == WriteKind::Dismiss).collect();
+    assert_eq!(
+        order,
+        vec![
+            ("b".into(), WriteKind::Dismiss, OperationPhase::Pending),
+            ("a".into(), WriteKind::Dismiss, OperationPhase::Pending)
+        ]
+    );
+}
+
+#[test]
+fn notes_are_recorded_only_for_writes_that_went_through() {
+    let spec = spec(2, FailurePolicy::Halt, 2);
+    let plan = plan_with(&spec, vec![mine(1), pending(0)], &[("a", Health::Healthy)], 10);
+    assert_eq!(plan.writes.len(), 2);
+    let after_first: Vec<_> = plan.notes_after(1).cloned().collect();
+    assert_eq!(after_first, vec![Note::Succeeded { operation: "a".into(), attempt: 1 }]);
+    assert!(plan.notes_after(2).any(|note| matches!(note, Note::Started { .. })));
+}
