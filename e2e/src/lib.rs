@@ -358,11 +358,22 @@ pub async fn install_operator_rbac(client: &Client) {
     }
 }
 
+static BINARY_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes [`Operator`] run `binary` instead of the debug build (benchmarks run the release one).
+pub fn use_baton_binary(binary: PathBuf) {
+    let _ = BINARY_OVERRIDE.set(binary);
+}
+
 /// The `baton` binary of this checkout (and `kubectl-baton` beside it), built once per test run.
 pub fn baton_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // Benchmarks run an optimized operator they built themselves.
+            if let Some(binary) = BINARY_OVERRIDE.get() {
+                return binary.clone();
+            }
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .args(["build", "--quiet", "-p", "baton", "--bins"])
                 .current_dir(repo_root())
@@ -434,6 +445,11 @@ impl Operator {
             .spawn()
             .expect("starting baton run");
         Operator { child, log, admin }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no cleanup, no lease release, as in a crash.

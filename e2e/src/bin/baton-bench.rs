@@ -1,0 +1,678 @@
+//! `baton-bench`: baton against a baseline on one local control plane, side by side.
+//!
+//! The baseline is a plain `kube` client making the fewest writes that express the same end
+//! state (create the operations, claim each with a status write, server-side apply its
+//! manifests, write its terminal status, write the parent status once per change of phase).
+//! Request counts come from the API server's own `apiserver_request_total`, scraped before and
+//! after each run, so they include everything each side sent.
+//!
+//! Run: `cargo run --release -p baton-e2e --bin baton-bench` (`BATON_BENCH_SCALE_APPLIES`
+//! shrinks the scale scenario, `BATON_BENCH_IDLE_SECONDS` its idle period).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use baton::crd::{
+    Apply, ApplyPhase, ApplySpec, ApplyStatus, Claim, DedupOn, FailurePolicy, InventoryEntry,
+    LABEL_APPLY, LABEL_INDEX, Operation, OperationEntry, OperationPhase, OperationSpec,
+    OperationStatus, Target,
+};
+use baton::lifecycle::{ApplyFacts, Child, Idempotency, project};
+use baton_e2e::{Operator, TestNamespace, admin_client, http_get, kubelet, wait_for};
+use futures::StreamExt;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+/// The service account both sides apply as (the baseline applies as the administrator, which
+/// costs the same requests).
+const DEPLOYER: &str = "deployer";
+/// How often the runner looks at the Apply while waiting (reads only, not counted as writes).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Requests the API server counted, by `(verb, resource, subresource)`.
+type Counts = BTreeMap<(String, String, String), f64>;
+
+async fn scrape(client: &Client) -> Counts {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
+    let text = client.request_text(request).await.expect("the API server's /metrics");
+    let mut counts = Counts::new();
+    for line in text.lines().filter(|line| line.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let label = |key: &str| {
+            let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
+            Some(labels[start..].split('"').next()?.to_owned())
+        };
+        let key = (
+            label("verb").unwrap_or_default(),
+            label("resource").unwrap_or_default(),
+            label("subresource").unwrap_or_default(),
+        );
+        *counts.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// What one side did: its wall time and the writes the API server saw, by kind.
+#[derive(Default, Clone)]
+struct Run {
+    seconds: f64,
+    writes: BTreeMap<String, f64>,
+    reads: f64,
+}
+
+impl Run {
+    fn total_writes(&self) -> f64 {
+        self.writes.values().sum()
+    }
+}
+
+fn delta(before: &Counts, after: &Counts, seconds: f64) -> Run {
+    let mut run = Run { seconds, ..Run::default() };
+    for (key, value) in after {
+        let change = value - before.get(key).copied().unwrap_or(0.0);
+        if change <= 0.0 {
+            continue;
+        }
+        let (verb, resource, subresource) = key;
+        if matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "DELETE" | "APPLY") {
+            let name = if subresource.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}/{subresource}")
+            };
+            *run.writes.entry(name).or_default() += change;
+        } else {
+            run.reads += change;
+        }
+    }
+    run
+}
+
+fn config_map(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"bench": name}})
+}
+
+fn spec(namespace: &str, policy: FailurePolicy, max: u32, manifests: Vec<Value>) -> ApplySpec {
+    ApplySpec {
+        operations: manifests
+            .into_iter()
+            .enumerate()
+            .map(|(index, manifest)| OperationEntry {
+                name: format!("op{index}"),
+                target: Target { namespace: namespace.to_owned(), cluster: None },
+                manifests: Some(vec![manifest]),
+                timeout: "10m".to_owned(),
+            })
+            .collect(),
+        template: None,
+        on_failure: policy,
+        max_concurrent: max,
+        stop: false,
+        dismiss_error: None,
+        service_account_name: Some(DEPLOYER.to_owned()),
+        idempotency_key: None,
+        dedup_on: DedupOn::Success,
+    }
+}
+
+fn config_maps(prefix: &str, count: usize) -> Vec<Value> {
+    (0..count).map(|index| config_map(&format!("{prefix}-{index}"))).collect()
+}
+
+async fn phase(applies: &Api<Apply>, name: &str) -> Option<ApplyPhase> {
+    applies.get(name).await.ok()?.status?.phase
+}
+
+async fn wait_phase(applies: &Api<Apply>, names: &[String], wanted: ApplyPhase) {
+    for name in names {
+        loop {
+            if phase(applies, name).await == Some(wanted) {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// A namespace with the deployer account and an operator, for baton's side.
+async fn baton_side(client: &Client, prefix: &str) -> (TestNamespace, Operator) {
+    let ns = TestNamespace::create(client, prefix).await;
+    let rules = vec![PolicyRule {
+        api_groups: Some(vec![String::new(), "apps".into(), "batch".into()]),
+        resources: Some(vec!["configmaps".into(), "deployments".into(), "jobs".into()]),
+        verbs: ["get", "list", "watch", "create", "update", "patch"].map(String::from).to_vec(),
+        ..PolicyRule::default()
+    }];
+    baton_e2e::service_account_with_rules(client, &ns.name, DEPLOYER, rules).await;
+    let operator = Operator::start_with(client, &ns.name, &["--health-poll-seconds", "1"]).await;
+    wait_for("the operator to be ready", Duration::from_secs(60), || async {
+        matches!(http_get(operator.admin, "/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    (ns, operator)
+}
+
+/// Runs `specs` through baton until every Apply reaches `until`.
+async fn run_baton(
+    client: &Client,
+    prefix: &str,
+    specs: impl Fn(&str) -> Vec<(String, ApplySpec)>,
+    until: ApplyPhase,
+) -> Run {
+    let (ns, operator) = baton_side(client, prefix).await;
+    let specs = specs(&ns.name);
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let names: Vec<String> = specs.iter().map(|(name, _)| name.clone()).collect();
+    let before = scrape(client).await;
+    let started = Instant::now();
+    for (name, spec) in specs {
+        applies
+            .create(&PostParams::default(), &Apply::new(&name, spec))
+            .await
+            .expect("creating an Apply");
+    }
+    wait_phase(&applies, &names, until).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let run = delta(&before, &scrape(client).await, seconds);
+    drop(operator);
+    run
+}
+
+fn op_object(apply: &Apply, index: usize, entry: &OperationEntry) -> Operation {
+    Operation {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-{}", apply.name_any(), entry.name)),
+            namespace: apply.namespace(),
+            labels: Some(
+                [
+                    (LABEL_APPLY.to_owned(), apply.name_any()),
+                    (LABEL_INDEX.to_owned(), index.to_string()),
+                ]
+                .into(),
+            ),
+            owner_references: apply.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: OperationSpec {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            name: entry.name.clone(),
+            target: entry.target.clone(),
+            manifests: entry.manifests.clone().unwrap_or_default(),
+            timeout: entry.timeout.clone(),
+        },
+        status: None,
+    }
+}
+
+async fn parent_status(applies: &Api<Apply>, name: &str, phase: ApplyPhase) {
+    let status = ApplyStatus { phase: Some(phase), ..ApplyStatus::default() };
+    let body = json!({"apiVersion": "baton.dev/v1alpha1", "kind": "Apply", "status": status});
+    applies
+        .patch_status(name, &PatchParams::apply("baseline").force(), &Patch::Apply(&body))
+        .await
+        .expect("parent status");
+}
+
+async fn write_status(operations: &Api<Operation>, op: &mut Operation, status: OperationStatus) {
+    op.status = Some(status);
+    op.metadata.managed_fields = None;
+    *op = operations
+        .replace_status(&op.name_any(), &PostParams::default(), op)
+        .await
+        .expect("an operation status");
+}
+
+/// The baseline: the fewest writes for the same end state, no controller logic.
+async fn run_baseline(
+    client: &Client,
+    prefix: &str,
+    specs: impl Fn(&str) -> Vec<(String, ApplySpec)>,
+) -> Run {
+    let ns = TestNamespace::create(client, prefix).await;
+    let specs = specs(&ns.name);
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
+    let before = scrape(client).await;
+    let started = Instant::now();
+    futures::stream::iter(specs)
+        .for_each_concurrent(16, |(name, spec)| {
+            let (applies, operations, client, namespace) =
+                (applies.clone(), operations.clone(), client.clone(), ns.name.clone());
+            async move {
+                let apply = applies
+                    .create(&PostParams::default(), &Apply::new(&name, spec.clone()))
+                    .await
+                    .expect("an Apply");
+                let mut ops = Vec::new();
+                for (index, entry) in spec.operations.iter().enumerate() {
+                    ops.push(
+                        operations
+                            .create(&PostParams::default(), &op_object(&apply, index, entry))
+                            .await
+                            .expect("an Operation"),
+                    );
+                }
+                parent_status(&applies, &name, ApplyPhase::Running).await;
+                let window = usize::try_from(spec.max_concurrent).unwrap_or(1);
+                futures::stream::iter(ops)
+                    .for_each_concurrent(window, |mut op| {
+                        let (operations, client, namespace) =
+                            (operations.clone(), client.clone(), namespace.clone());
+                        async move {
+                            let now = Time(Timestamp::now());
+                            let claim = Claim { holder: "baseline".into(), at: now.clone() };
+                            let running = OperationStatus {
+                                phase: OperationPhase::Running,
+                                attempt: 1,
+                                claim: Some(claim),
+                                started_at: Some(now.clone()),
+                                ..OperationStatus::default()
+                            };
+                            write_status(&operations, &mut op, running).await;
+                            let mut inventory = Vec::new();
+                            for manifest in &op.spec.manifests {
+                                let name = manifest["metadata"]["name"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+                                    Api::namespaced(client.clone(), &namespace);
+                                cms.patch(
+                                    &name,
+                                    &PatchParams::apply("baseline"),
+                                    &Patch::Apply(manifest),
+                                )
+                                .await
+                                .expect("an apply");
+                                inventory.push(InventoryEntry {
+                                    api_version: "v1".into(),
+                                    kind: "ConfigMap".into(),
+                                    namespace: Some(namespace.clone()),
+                                    name,
+                                });
+                            }
+                            let done = OperationStatus {
+                                phase: OperationPhase::Succeeded,
+                                attempt: 1,
+                                started_at: Some(now),
+                                completed_at: Some(Time(Timestamp::now())),
+                                inventory,
+                                ..OperationStatus::default()
+                            };
+                            write_status(&operations, &mut op, done).await;
+                        }
+                    })
+                    .await;
+                parent_status(&applies, &name, ApplyPhase::Succeeded).await;
+            }
+        })
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    delta(&before, &scrape(client).await, seconds)
+}
+
+struct Row {
+    scenario: &'static str,
+    operations: usize,
+    baton: Run,
+    baseline: Option<Run>,
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "| scenario | baton s | baseline s | ratio | baton writes/op | baseline writes/op | baton writes by kind | baseline writes by kind |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let per_op = |run: &Run| run.total_writes() / row.operations.max(1) as f64;
+        let kinds = |run: &Run| {
+            run.writes
+                .iter()
+                .map(|(kind, n)| format!("{kind} {n:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &row.baseline {
+            Some(baseline) => println!(
+                "| {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {} | {} |",
+                row.scenario,
+                row.baton.seconds,
+                baseline.seconds,
+                row.baton.seconds / baseline.seconds.max(1e-9),
+                per_op(&row.baton),
+                per_op(baseline),
+                kinds(&row.baton),
+                kinds(baseline)
+            ),
+            None => println!(
+                "| {} | {:.3} | - | - | {:.2} | - | {} | - |",
+                row.scenario,
+                row.baton.seconds,
+                per_op(&row.baton),
+                kinds(&row.baton)
+            ),
+        }
+    }
+}
+
+async fn throughput(client: &Client) -> Row {
+    let specs = |ns: &str| {
+        vec![("wide".to_owned(), spec(ns, FailurePolicy::Halt, 20, config_maps("tp", 500)))]
+    };
+    let baton = run_baton(client, "bench-tp", specs, ApplyPhase::Succeeded).await;
+    let baseline = run_baseline(client, "base-tp", specs).await;
+    Row {
+        scenario: "throughput: 1 Apply x 500 ops, window 20",
+        operations: 500,
+        baton,
+        baseline: Some(baseline),
+    }
+}
+
+async fn fan_in(client: &Client) -> Row {
+    let specs = |ns: &str| {
+        (0..200)
+            .map(|i| {
+                (
+                    format!("f{i}"),
+                    spec(ns, FailurePolicy::Halt, 1, config_maps(&format!("f{i}"), 5)),
+                )
+            })
+            .collect()
+    };
+    let baton = run_baton(client, "bench-fan", specs, ApplyPhase::Succeeded).await;
+    let baseline = run_baseline(client, "base-fan", specs).await;
+    Row {
+        scenario: "fan-in: 200 Applies x 5 ops",
+        operations: 1000,
+        baton,
+        baseline: Some(baseline),
+    }
+}
+
+/// Stop latency: from the stop patch to the Apply `Stopped`, 999 siblings stopped.
+async fn stop_latency(client: &Client) -> Row {
+    // baton: the first operation is a Deployment nobody rolls out, so it stays running.
+    let (ns, operator) = baton_side(client, "bench-stop").await;
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let mut manifests = vec![json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "held"},
+        "spec": {"selector": {"matchLabels": {"app": "held"}}, "template": {"metadata": {"labels": {"app": "held"}},
+                 "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}},
+    })];
+    manifests.extend(config_maps("st", 999));
+    applies
+        .create(
+            &PostParams::default(),
+            &Apply::new("long", spec(&ns.name, FailurePolicy::Halt, 1, manifests)),
+        )
+        .await
+        .expect("an Apply");
+    let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
+    loop {
+        let running = operations
+            .get_opt("long-op0")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|op| op.status)
+            .is_some_and(|s| s.phase == OperationPhase::Running);
+        if running && phase(&applies, "long").await == Some(ApplyPhase::Running) {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let before = scrape(client).await;
+    let started = Instant::now();
+    applies
+        .patch("long", &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": true}})))
+        .await
+        .expect("stop");
+    wait_phase(&applies, &["long".to_owned()], ApplyPhase::Stopped).await;
+    let baton = delta(&before, &scrape(client).await, started.elapsed().as_secs_f64());
+    drop(operator);
+
+    // baseline: 1,000 operations, the first running; stop = 1,000 status writes and the parent.
+    let base = TestNamespace::create(client, "base-stop").await;
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &base.name);
+    let operations: Api<Operation> = Api::namespaced(client.clone(), &base.name);
+    let spec = spec(&base.name, FailurePolicy::Halt, 1, config_maps("st", 1000));
+    let apply = applies
+        .create(&PostParams::default(), &Apply::new("long", spec.clone()))
+        .await
+        .expect("an Apply");
+    let mut ops = Vec::new();
+    for (index, entry) in spec.operations.iter().enumerate() {
+        ops.push(
+            operations
+                .create(&PostParams::default(), &op_object(&apply, index, entry))
+                .await
+                .expect("an Operation"),
+        );
+    }
+    let before = scrape(client).await;
+    let started = Instant::now();
+    futures::stream::iter(ops)
+        .for_each_concurrent(16, |mut op| {
+            let operations = operations.clone();
+            async move {
+                let stopped = OperationStatus {
+                    phase: OperationPhase::Stopped,
+                    stopped_at: Some(Time(Timestamp::now())),
+                    ..OperationStatus::default()
+                };
+                write_status(&operations, &mut op, stopped).await;
+            }
+        })
+        .await;
+    parent_status(&applies, "long", ApplyPhase::Stopped).await;
+    let baseline = delta(&before, &scrape(client).await, started.elapsed().as_secs_f64());
+    Row {
+        scenario: "stop latency: 1,000 ops, first running",
+        operations: 1000,
+        baton,
+        baseline: Some(baseline),
+    }
+}
+
+/// Failure to verdict under Continue: from the failing health signal to `status.error`.
+async fn failure_to_verdict(client: &Client) -> Row {
+    let (ns, operator) = baton_side(client, "bench-fail").await;
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let mut manifests = config_maps("fv", 200);
+    manifests[100] = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "breaks"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}},
+    });
+    applies
+        .create(
+            &PostParams::default(),
+            &Apply::new("mixed", spec(&ns.name, FailurePolicy::Continue, 20, manifests)),
+        )
+        .await
+        .expect("an Apply");
+    let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
+    loop {
+        let running = operations
+            .get_opt("mixed-op100")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|op| op.status)
+            .is_some_and(|s| s.phase == OperationPhase::Running);
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
+        if running && jobs.get_opt("breaks").await.ok().flatten().is_some() {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let before = scrape(client).await;
+    let started = Instant::now();
+    kubelet::job_failed(client, &ns.name, "breaks").await;
+    loop {
+        let error = applies.get("mixed").await.ok().and_then(|a| a.status).and_then(|s| s.error);
+        if error.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let baton = delta(&before, &scrape(client).await, started.elapsed().as_secs_f64());
+    drop(operator);
+    Row { scenario: "failure to verdict (Continue, 200 ops)", operations: 1, baton, baseline: None }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|text| {
+            let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Scale and memory: many settled Applies exist; the operator starts, syncs and idles.
+async fn scale(client: &Client) {
+    let count: usize = std::env::var("BATON_BENCH_SCALE_APPLIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let idle: u64 =
+        std::env::var("BATON_BENCH_IDLE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+    let ns = TestNamespace::create(client, "bench-scale").await;
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
+    let created = Instant::now();
+    futures::stream::iter(0..count)
+        .for_each_concurrent(32, |index| {
+            let (applies, operations, namespace) =
+                (applies.clone(), operations.clone(), ns.name.clone());
+            async move {
+                let name = format!("s{index}");
+                let spec = spec(&namespace, FailurePolicy::Halt, 1, config_maps(&name, 5));
+                let apply = applies
+                    .create(&PostParams::default(), &Apply::new(&name, spec.clone()))
+                    .await
+                    .expect("an Apply");
+                let mut children = Vec::new();
+                for (position, entry) in spec.operations.iter().enumerate() {
+                    let mut op = operations
+                        .create(&PostParams::default(), &op_object(&apply, position, entry))
+                        .await
+                        .expect("an Operation");
+                    let now = Time(Timestamp::now());
+                    let done = OperationStatus {
+                        phase: OperationPhase::Succeeded,
+                        attempt: 1,
+                        started_at: Some(now.clone()),
+                        first_started_at: Some(now.clone()),
+                        completed_at: Some(now),
+                        ..OperationStatus::default()
+                    };
+                    write_status(&operations, &mut op, done).await;
+                    children.push(Child::from(&op));
+                }
+                // The status baton itself would project, so the Applies are settled as it sees them.
+                let facts = ApplyFacts {
+                    spec: &apply.spec,
+                    generation: apply.metadata.generation,
+                    created_at: apply.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    deleting: false,
+                    idempotency: Idempotency::NotRequired,
+                };
+                let status = project(&facts, &children);
+                let body =
+                    json!({"apiVersion": "baton.dev/v1alpha1", "kind": "Apply", "status": status});
+                applies
+                    .patch_status(&name, &PatchParams::apply("baton").force(), &Patch::Apply(&body))
+                    .await
+                    .expect("a status");
+            }
+        })
+        .await;
+    println!(
+        "\nscale: {count} settled Applies ({} Operations) created in {:.1}s",
+        count * 5,
+        created.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let operator = Operator::start_with(client, &ns.name, &[]).await;
+    let pid = operator.pid();
+    wait_for("the operator to be ready", Duration::from_secs(300), || async {
+        matches!(http_get(operator.admin, "/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    let ready = started.elapsed();
+    // Synced: reconciles stop moving.
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let metrics =
+            http_get(operator.admin, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("baton_reconciles_total"))
+            .unwrap_or_default()
+            .to_owned();
+        if line == last {
+            break;
+        }
+        last = line;
+    }
+    let synced = started.elapsed();
+    let rss_synced = rss_kib(pid);
+    let ticks_before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let ticks = cpu_ticks(pid).saturating_sub(ticks_before);
+    // Clock ticks are 1/100 s on Linux.
+    let idle_cpu = ticks as f64 / 100.0 / idle as f64 * 100.0;
+    println!(
+        "scale: ready (/readyz) {:.1}s after start, reconciles settled {:.1}s after start ({last}); \
+         RSS {:.1} MiB after sync, {:.1} MiB after {idle}s idle; idle CPU {idle_cpu:.2}% of one core",
+        ready.as_secs_f64(),
+        synced.as_secs_f64(),
+        rss_synced as f64 / 1024.0,
+        rss_kib(pid) as f64 / 1024.0
+    );
+}
+
+fn main() {
+    // The operator under test is the optimized build, like the one users run.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "-p", "baton", "--bin", "baton"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo runs");
+    assert!(built.success(), "building the release operator failed");
+    baton_e2e::use_baton_binary(root.join("target/release/baton"));
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = admin_client().await;
+        let rows = vec![
+            throughput(&client).await,
+            fan_in(&client).await,
+            stop_latency(&client).await,
+            failure_to_verdict(&client).await,
+        ];
+        print_table(&rows);
+        scale(&client).await;
+    });
+}
