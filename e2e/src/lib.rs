@@ -207,9 +207,18 @@ fn unique_name(prefix: &str) -> String {
     format!("e2e-{prefix}-{:x}{:x}", nanos % 0xfffff, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+static KEEP_NAMESPACES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Keeps every test namespace: benchmarks must not count the namespace controller's clean-up.
+pub fn keep_namespaces() {
+    KEEP_NAMESPACES.store(true, Ordering::Relaxed);
+}
+
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        if std::env::var("BATON_E2E_KEEP").is_ok_and(|v| v == "1") {
+        if KEEP_NAMESPACES.load(Ordering::Relaxed)
+            || std::env::var("BATON_E2E_KEEP").is_ok_and(|v| v == "1")
+        {
             return;
         }
         let client = self.client.clone();
@@ -410,6 +419,21 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra `baton run` flags.
     pub async fn start_with(client: &Client, namespace: &str, extra: &[&str]) -> Operator {
+        let lease = TEST_LEASE_SECONDS.to_string();
+        let mut args = vec![
+            "--lease-duration-seconds",
+            &lease,
+            "--lease-grace-seconds",
+            "1",
+            "--health-poll-seconds",
+            "0.3",
+        ];
+        args.extend_from_slice(extra);
+        Operator::start_plain(client, namespace, &args).await
+    }
+
+    /// An operator with `baton run`'s own defaults (no test timings) and `args`.
+    pub async fn start_plain(client: &Client, namespace: &str, extra: &[&str]) -> Operator {
         install_operator_rbac(client).await;
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let logs = repo_root().join("target/e2e-logs");
@@ -422,19 +446,7 @@ impl Operator {
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port");
         let child = Command::new(baton_binary())
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--lease-duration-seconds",
-                &TEST_LEASE_SECONDS.to_string(),
-                "--lease-grace-seconds",
-                "1",
-                "--health-poll-seconds",
-                "0.3",
-                "--admin-address",
-                &admin.to_string(),
-            ])
+            .args(["run", "--namespace", namespace, "--admin-address", &admin.to_string()])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,baton=debug,kube_lease_manager=warn")

@@ -33,6 +33,8 @@ use crate::{Error, Result};
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// How many running operations of one Apply are applied and checked at once.
+const OBSERVE_CONCURRENCY: usize = 16;
 /// How soon to look again while another Apply holds the idempotency key.
 const KEY_RETRY: Duration = Duration::from_secs(2);
 /// Held from an Apply's first claim until deleting it has stopped what runs and released its
@@ -388,9 +390,8 @@ async fn observe_runs(
     owned: &[Operation],
     context: &Context,
 ) -> BTreeMap<String, Health> {
-    let mut health = BTreeMap::new();
     if apply.spec.stop || apply.metadata.deletion_timestamp.is_some() {
-        return health;
+        return BTreeMap::new();
     }
     let identity = context.leases.identity();
     let service_account = apply
@@ -398,58 +399,72 @@ async fn observe_runs(
         .service_account_name
         .clone()
         .unwrap_or_else(|| context.settings.default_service_account.clone());
-    for op in owned {
-        let Some(status) = op.status.as_ref() else {
-            continue;
-        };
-        let mine = status.claim.as_ref().is_some_and(|claim| claim.holder == identity);
-        let run = (op.uid().unwrap_or_default(), status.attempt);
-        if status.phase != OperationPhase::Running || !mine {
-            // Ended, or run by someone else now: what this replica knew of it is stale.
-            context.runs.forget(&run);
-            continue;
-        }
-        let dispatch = match context.runs.get(&run) {
-            Some(dispatch) => dispatch,
-            None => {
-                let target = RunTarget {
-                    apply_namespace: namespace,
-                    service_account: &service_account,
-                    operation: &op.spec,
-                };
-                let dispatch = match context.engine.dispatch(&target).await {
-                    Ok(inventory) => {
-                        info!(operation = %op.spec.name, attempt = status.attempt, objects = inventory.len(), "applied");
-                        Dispatch::Applied(inventory)
-                    }
-                    Err(failure) if failure.transient => {
-                        // The API server could not answer: try again at the next check, and let
-                        // the operation's timeout decide if it never does.
-                        warn!(operation = %op.spec.name, attempt = status.attempt, message = %failure.message, "apply interrupted; retrying");
-                        health.insert(op.spec.name.clone(), Health::Progressing);
-                        continue;
-                    }
-                    Err(failure) => {
-                        info!(operation = %op.spec.name, attempt = status.attempt, message = %failure.message, "apply failed");
-                        Dispatch::Failed(failure)
-                    }
-                };
-                context.runs.record(run, dispatch.clone());
-                dispatch
+    let mine: Vec<&Operation> = owned
+        .iter()
+        .filter(|op| {
+            let Some(status) = op.status.as_ref() else { return false };
+            let held = status.claim.as_ref().is_some_and(|claim| claim.holder == identity);
+            let running = status.phase == OperationPhase::Running && held;
+            if !running {
+                // Ended, or run by someone else now: what this replica knew of it is stale.
+                context.runs.forget(&(op.uid().unwrap_or_default(), status.attempt));
             }
-        };
-        let inventory = match dispatch {
-            Dispatch::Applied(inventory) => inventory,
-            // Reported until the failure is written, never re-applied in the same run.
-            Dispatch::Failed(failure) => {
-                health.insert(op.spec.name.clone(), Health::DispatchFailed(failure.message));
-                continue;
-            }
-        };
-        let verdict = context.engine.health(namespace, &service_account, &inventory).await;
-        health.insert(op.spec.name.clone(), verdict);
+            running
+        })
+        .collect();
+    // The runs are independent: they are applied and checked side by side, a batch at a time.
+    let mut health = BTreeMap::new();
+    for batch in mine.chunks(OBSERVE_CONCURRENCY) {
+        let checks: Vec<_> =
+            batch.iter().map(|op| observe_run(op, namespace, &service_account, context)).collect();
+        health.extend(futures::future::join_all(checks).await);
     }
     health
+}
+
+/// Applies one running operation (once per run) and reads its health.
+async fn observe_run(
+    op: &Operation,
+    namespace: &str,
+    service_account: &str,
+    context: &Context,
+) -> (String, Health) {
+    let name = op.spec.name.clone();
+    let attempt = op.status.as_ref().map_or(0, |status| status.attempt);
+    let run = (op.uid().unwrap_or_default(), attempt);
+    let dispatch = match context.runs.get(&run) {
+        Some(dispatch) => dispatch,
+        None => {
+            let target =
+                RunTarget { apply_namespace: namespace, service_account, operation: &op.spec };
+            let dispatch = match context.engine.dispatch(&target).await {
+                Ok(inventory) => {
+                    info!(operation = %name, attempt, objects = inventory.len(), "applied");
+                    Dispatch::Applied(inventory)
+                }
+                Err(failure) if failure.transient => {
+                    // The API server could not answer: try again at the next check, and let
+                    // the operation's timeout decide if it never does.
+                    warn!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
+                    return (name, Health::Progressing);
+                }
+                Err(failure) => {
+                    info!(operation = %name, attempt, message = %failure.message, "apply failed");
+                    Dispatch::Failed(failure)
+                }
+            };
+            context.runs.record(run, dispatch.clone());
+            dispatch
+        }
+    };
+    match dispatch {
+        Dispatch::Applied(inventory) => {
+            let verdict = context.engine.health(namespace, service_account, &inventory).await;
+            (name, verdict)
+        }
+        // Reported until the failure is written, never re-applied in the same run.
+        Dispatch::Failed(failure) => (name, Health::DispatchFailed(failure.message)),
+    }
 }
 
 enum Written {

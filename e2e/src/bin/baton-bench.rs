@@ -148,7 +148,7 @@ async fn baton_side(client: &Client, prefix: &str) -> (TestNamespace, Operator) 
         ..PolicyRule::default()
     }];
     baton_e2e::service_account_with_rules(client, &ns.name, DEPLOYER, rules).await;
-    let operator = Operator::start_with(client, &ns.name, &["--health-poll-seconds", "1"]).await;
+    let operator = Operator::start_plain(client, &ns.name, &[]).await;
     wait_for("the operator to be ready", Duration::from_secs(60), || async {
         matches!(http_get(operator.admin, "/readyz").await, Some((200, _))).then_some(())
     })
@@ -322,12 +322,15 @@ struct Row {
     baseline: Option<Run>,
 }
 
-fn print_table(rows: &[Row]) {
+fn print_header() {
     println!();
     println!(
         "| scenario | baton s | baseline s | ratio | baton writes/op | baseline writes/op | baton writes by kind | baseline writes by kind |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+}
+
+fn print_table(rows: &[Row]) {
     for row in rows {
         let per_op = |run: &Run| run.total_writes() / row.operations.max(1) as f64;
         let kinds = |run: &Run| {
@@ -395,7 +398,10 @@ async fn fan_in(client: &Client) -> Row {
     }
 }
 
-/// Stop latency: from the stop patch to the Apply `Stopped`, 999 siblings stopped.
+/// Operations of the stop-latency Apply: the issue asks for 1,000, the CRD allows 500.
+const STOP_OPERATIONS: usize = 500;
+
+/// Stop latency: from the stop patch to the Apply `Stopped`, every sibling stopped.
 async fn stop_latency(client: &Client) -> Row {
     // baton: the first operation is a Deployment nobody rolls out, so it stays running.
     let (ns, operator) = baton_side(client, "bench-stop").await;
@@ -405,7 +411,7 @@ async fn stop_latency(client: &Client) -> Row {
         "spec": {"selector": {"matchLabels": {"app": "held"}}, "template": {"metadata": {"labels": {"app": "held"}},
                  "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}},
     })];
-    manifests.extend(config_maps("st", 999));
+    manifests.extend(config_maps("st", STOP_OPERATIONS - 1));
     applies
         .create(
             &PostParams::default(),
@@ -441,7 +447,7 @@ async fn stop_latency(client: &Client) -> Row {
     let base = TestNamespace::create(client, "base-stop").await;
     let applies: Api<Apply> = Api::namespaced(client.clone(), &base.name);
     let operations: Api<Operation> = Api::namespaced(client.clone(), &base.name);
-    let spec = spec(&base.name, FailurePolicy::Halt, 1, config_maps("st", 1000));
+    let spec = spec(&base.name, FailurePolicy::Halt, 1, config_maps("st", STOP_OPERATIONS));
     let apply = applies
         .create(&PostParams::default(), &Apply::new("long", spec.clone()))
         .await
@@ -612,7 +618,7 @@ async fn scale(client: &Client) {
         created.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let operator = Operator::start_with(client, &ns.name, &[]).await;
+    let operator = Operator::start_plain(client, &ns.name, &[]).await;
     let pid = operator.pid();
     wait_for("the operator to be ready", Duration::from_secs(300), || async {
         matches!(http_get(operator.admin, "/readyz").await, Some((200, _))).then_some(())
@@ -663,16 +669,15 @@ fn main() {
             .expect("cargo runs");
     assert!(built.success(), "building the release operator failed");
     baton_e2e::use_baton_binary(root.join("target/release/baton"));
+    baton_e2e::keep_namespaces();
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         let client = admin_client().await;
-        let rows = vec![
-            throughput(&client).await,
-            fan_in(&client).await,
-            stop_latency(&client).await,
-            failure_to_verdict(&client).await,
-        ];
-        print_table(&rows);
+        print_header();
+        print_table(&[throughput(&client).await]);
+        print_table(&[fan_in(&client).await]);
+        print_table(&[stop_latency(&client).await]);
+        print_table(&[failure_to_verdict(&client).await]);
         scale(&client).await;
     });
 }
