@@ -479,7 +479,7 @@ async fn stop_latency(client: &Client) -> Row {
     parent_status(&applies, "long", ApplyPhase::Stopped).await;
     let baseline = delta(&before, &scrape(client).await, started.elapsed().as_secs_f64());
     Row {
-        scenario: "stop latency: 1,000 ops, first running",
+        scenario: "stop latency: 500 ops (the most an Apply holds), first running",
         operations: 1000,
         baton,
         baseline: Some(baseline),
