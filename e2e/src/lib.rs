@@ -569,3 +569,31 @@ impl Operator {
         .await
     }
 }
+
+/// Pipes `manifests` to `kubectl apply --server-side --dry-run=server`: the API server validates
+/// every object and creates none.
+pub fn server_side_dry_run(manifests: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args([
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager=baton-e2e",
+            "-f",
+            "-",
+        ])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    child
+        .stdin
+        .take()
+        .expect("kubectl's stdin")
+        .write_all(manifests.as_bytes())
+        .expect("writing to kubectl");
+    child.wait_with_output().expect("waiting for kubectl")
+}

@@ -3,12 +3,11 @@
 //! run). Helm comes from `hack/helm.sh`: the `helm` on PATH, or a pinned helm built from Go
 //! modules on first use and cached in `~/.cache/baton/`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use baton_e2e::{TestNamespace, admin_client, cluster};
+use baton_e2e::{TestNamespace, admin_client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -271,28 +270,7 @@ async fn chart_passes_a_server_side_dry_run() {
     let rendered = render_text("baton", &ns.name, &[]);
     let expected = documents(&rendered).len();
 
-    let mut child = Command::new("kubectl")
-        .args([
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager=baton-e2e",
-            "-f",
-            "-",
-        ])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl is installed");
-    child
-        .stdin
-        .take()
-        .expect("kubectl's stdin")
-        .write_all(rendered.as_bytes())
-        .expect("writing the manifests to kubectl");
-    let output = child.wait_with_output().expect("waiting for kubectl");
+    let output = baton_e2e::server_side_dry_run(&rendered);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the API server rejected the chart:\n{stdout}{stderr}");

@@ -1,10 +1,9 @@
 //! The plain manifests of `config/`: kustomize renders them and the API server accepts every
 //! object in a server-side dry run.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use baton_e2e::{admin_client, cluster};
+use baton_e2e::admin_client;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -36,23 +35,7 @@ async fn kustomized_config_passes_a_server_side_dry_run() {
     {
         assert!(text.contains(&format!("kind: {kind}\n")), "config/default lacks a {kind}");
     }
-    let mut apply = Command::new("kubectl")
-        .args([
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager=baton-e2e",
-            "-f",
-            "-",
-        ])
-        .env("KUBECONFIG", &cluster().kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl apply runs");
-    apply.stdin.take().expect("a stdin").write_all(text.as_bytes()).expect("writing the manifests");
-    let output = apply.wait_with_output().expect("kubectl apply finishes");
+    let output = baton_e2e::server_side_dry_run(&text);
     assert!(
         output.status.success(),
         "the API server rejected config/default:\n{}",
