@@ -148,7 +148,7 @@ impl Plugin {
         let mut last = String::new();
         loop {
             let apply = self.get(name).await?;
-            let status = apply.status.unwrap_or_default();
+            let status = apply.status.clone().unwrap_or_default();
             let counts = &status.operations;
             let done = counts.succeeded + counts.failed;
             let total = counts.total.max(1);
@@ -176,7 +176,11 @@ impl Plugin {
                 }
                 last = text;
             }
+            // A status older than the spec (a stop, resume or dismissal not yet seen by the
+            // operator) says nothing about where the rollout is going.
+            let current = status.observed_generation >= apply.metadata.generation;
             if let Some(phase) = status.phase
+                && current
                 && (phase.is_terminal() || phase == ApplyPhase::Paused)
             {
                 if interactive {
