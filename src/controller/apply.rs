@@ -203,17 +203,17 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         info!(holder = context.leases.identity(), phase = ?status.phase, "parent status written");
     }
 
+    // record
+    for note in plan.notes_after(plan.writes.len()) {
+        publish(apply, note, context).await;
+    }
+
     // end-of-rollout effects follow the projected phase
     let after = key.next_write(status.phase, deleting);
     if matches!(after, KeyWrite::MarkSucceeded | KeyWrite::MarkFailed | KeyWrite::Release)
         && !key.write(&after).await?
     {
         return Ok(Action::requeue(Duration::from_millis(200)));
-    }
-
-    // record
-    for note in plan.notes_after(plan.writes.len()) {
-        publish(apply, note, context).await;
     }
 
     let running = children.iter().any(|child| child.status.phase == OperationPhase::Running);
