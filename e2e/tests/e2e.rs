@@ -12,5 +12,6 @@ mod e2e {
     pub mod plugin;
     pub mod reliability;
     pub mod scenarios;
+    pub mod security;
     pub mod support;
 }
