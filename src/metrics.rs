@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -44,6 +45,10 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Operations entering a phase (written by this replica).
     pub operation_transitions: Family<PhaseLabels, Counter>,
+    /// Operations by phase, over the Applies this replica last reconciled.
+    pub operations: Family<PhaseLabels, Gauge>,
+    /// The counts each Apply last contributed to `operations`, by uid.
+    counted: std::sync::Mutex<std::collections::HashMap<String, crate::crd::OperationCounts>>,
     /// Claims this replica won.
     pub claims_won: Counter,
     /// Claims lost to a conflict (another writer moved first).
@@ -62,6 +67,8 @@ impl Default for Metrics {
             errors: Family::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             operation_transitions: Family::default(),
+            operations: Family::default(),
+            counted: std::sync::Mutex::default(),
             claims_won: Counter::default(),
             claims_lost: Counter::default(),
             lease_acquisitions: Counter::default(),
@@ -80,6 +87,7 @@ impl Default for Metrics {
             "Operations entering a phase, written by this replica",
             metrics.operation_transitions.clone(),
         );
+        registry.register("operations", "Operations by phase", metrics.operations.clone());
         registry.register("claims_won", "Operation claims won", metrics.claims_won.clone());
         registry.register(
             "claims_lost",
@@ -107,6 +115,27 @@ impl Metrics {
             .get_or_create(&ControllerLabels { controller: controller.to_owned() })
             .inc();
         self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Replaces what the Apply `uid` contributes to the `operations` gauge (`None`: it is gone).
+    pub fn count_operations(&self, uid: &str, counts: Option<&crate::crd::OperationCounts>) {
+        let mut counted = self.counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = counted.remove(uid).unwrap_or_default();
+        let after = counts.cloned().unwrap_or_default();
+        for (phase, old, new) in [
+            ("Pending", before.pending, after.pending),
+            ("Running", before.running, after.running),
+            ("Succeeded", before.succeeded, after.succeeded),
+            ("Failed", before.failed, after.failed),
+            ("Stopped", before.stopped, after.stopped),
+        ] {
+            self.operations
+                .get_or_create(&PhaseLabels { phase: phase.to_owned() })
+                .inc_by(i64::from(new) - i64::from(old));
+        }
+        if counts.is_some() {
+            counted.insert(uid.to_owned(), after);
+        }
     }
 
     /// Records a failed reconcile.

@@ -193,6 +193,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     let children: Vec<Child> = latest.values().map(Child::from).collect();
     let mut status = project(&facts, &children);
     carry_transition_times(apply.status.as_ref(), &mut status);
+    context.metrics.count_operations(&uid, (!deleting).then_some(&status.operations));
     if apply.status.as_ref() != Some(&status) {
         if context.leases.check(&namespace, &uid).await? != LeaseState::Held {
             info!("lease lost before the status write; not writing");

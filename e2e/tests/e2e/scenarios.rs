@@ -477,6 +477,7 @@ async fn metrics_and_probes_are_served() {
         "baton_claims_won_total 1",
         "baton_operation_transitions_total{phase=\"Succeeded\"} 1",
         "baton_lease_acquisitions_total",
+        "baton_operations{phase=\"Succeeded\"} 1",
     ] {
         assert!(body.contains(metric), "/metrics lacks `{metric}`:\n{body}");
     }
