@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: a cluster (the local control plane, or the one in KUBECONFIG when
-# BATON_USE_KUBECONFIG=1), baton's CRDs, the operator, and the samples in config/samples/
+# The main job: a cluster (the one KUBECONFIG points at, or else a local control plane; set
+# BATON_DEMO_LOCAL=1 to use the local one anyway), baton's CRDs, the operator, and the samples in config/samples/
 # run to their end: one succeeds, one fails and is dismissed, one is stopped and resumed.
 set -euo pipefail
 
@@ -27,9 +27,9 @@ on_exit() {
 }
 trap on_exit EXIT
 
-if [[ "${BATON_USE_KUBECONFIG:-0}" == "1" ]]; then
-    say "using the cluster in KUBECONFIG (${KUBECONFIG:-~/.kube/config})"
-    operator_kubeconfig="${KUBECONFIG:-$HOME/.kube/config}"
+if [[ -n "${KUBECONFIG:-}" && "${BATON_DEMO_LOCAL:-0}" != "1" ]]; then
+    say "using the cluster in KUBECONFIG ($KUBECONFIG)"
+    operator_kubeconfig="$KUBECONFIG"
     local_cluster=0
 else
     state="$(mktemp -d "${TMPDIR:-/tmp}/baton-demo.XXXXXX")"
