@@ -22,6 +22,19 @@ fn keyed(
     spec
 }
 
+/// Waits until the key Leases' states are `states` (the key is written just after the status).
+async fn wait_key_states(world: &World, states: &[&str]) {
+    let wanted: Vec<Option<String>> = states.iter().map(|s| Some((*s).to_owned())).collect();
+    wait_for(&format!("the idempotency key to be {states:?}"), PATIENCE, || {
+        let wanted = wanted.clone();
+        async move {
+            let seen: Vec<Option<String>> = key_leases(world).await.iter().map(key_state).collect();
+            (seen == wanted).then_some(())
+        }
+    })
+    .await;
+}
+
 async fn key_leases(world: &World) -> Vec<Lease> {
     let leases: Api<Lease> = Api::namespaced(world.client.clone(), &world.ns.name);
     let all = leases.list(&ListParams::default()).await.expect("listing leases").items;
@@ -44,11 +57,7 @@ async fn a_second_apply_with_a_succeeded_key_is_skipped_and_names_the_first() {
         .create("first", keyed(&ns, "release-42", DedupOn::Success, vec![("a", config_map("a"))]))
         .await;
     world.wait_apply_phase("first", ApplyPhase::Succeeded).await;
-    let leases = key_leases(&world).await;
-    assert_eq!(
-        leases.iter().map(key_state).collect::<Vec<_>>(),
-        vec![Some("Succeeded".to_owned())]
-    );
+    wait_key_states(&world, &["Succeeded"]).await;
 
     world
         .create("again", keyed(&ns, "release-42", DedupOn::Success, vec![("a", config_map("a"))]))
@@ -105,10 +114,7 @@ async fn under_dedup_on_any_a_failed_run_counts_as_done() {
     world.wait_operation_phase("first", "a", OperationPhase::Running).await;
     kubelet::job_failed(&world.client, &ns, "migrate").await;
     world.wait_apply_phase("first", ApplyPhase::Failed).await;
-    assert_eq!(
-        key_leases(&world).await.iter().map(key_state).collect::<Vec<_>>(),
-        vec![Some("Failed".to_owned())]
-    );
+    wait_key_states(&world, &["Failed"]).await;
     world
         .create("again", keyed(&ns, "release-9", DedupOn::Any, vec![("a", config_map("a"))]))
         .await;
