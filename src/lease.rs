@@ -19,7 +19,6 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 
 use crate::crd::Apply;
-use crate::lifecycle::LeaseState;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 
@@ -80,8 +79,8 @@ impl ApplyLeases {
     }
 
     /// Competes for the Apply's lease (creating it, owned by the Apply, if missing) and says
-    /// whether this replica may write for the Apply now.
-    pub async fn acquire(&self, apply: &Apply) -> Result<LeaseState> {
+    /// until when this replica may write for the Apply (`None`: it may not).
+    pub async fn acquire(&self, apply: &Apply) -> Result<Option<Timestamp>> {
         let uid = apply.uid().unwrap_or_default();
         let namespace = apply.namespace().unwrap_or_default();
         let running = self.lock().contains_key(&uid);
@@ -123,26 +122,25 @@ impl ApplyLeases {
         self.check(&namespace, &uid).await
     }
 
-    /// A fresh read of the lease: held by this replica and not expired by the local clock.
-    pub async fn check(&self, namespace: &str, uid: &str) -> Result<LeaseState> {
+    /// A fresh read of the lease: when held by this replica and not expired by the local clock,
+    /// the instant it expires unless renewed. No other replica takes it before then: takers wait
+    /// for expiry, they never force.
+    pub async fn check(&self, namespace: &str, uid: &str) -> Result<Option<Timestamp>> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
         let lease = api.get_opt(&lease_name(uid)).await.map_err(|source| Error::Kube {
             context: format!("reading lease {}", lease_name(uid)),
             source,
         })?;
-        Ok(match lease.and_then(|lease| lease.spec) {
-            Some(spec) if spec.holder_identity.as_deref() == Some(self.identity.as_str()) => {
-                let renewed = spec.renew_time.map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
-                let duration =
-                    SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-                if renewed + duration > Timestamp::now() {
-                    LeaseState::Held
-                } else {
-                    LeaseState::NotHeld
-                }
+        Ok(lease.and_then(|lease| lease.spec).and_then(|spec| {
+            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                return None;
             }
-            _ => LeaseState::NotHeld,
-        })
+            let renewed = spec.renew_time.map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+            let duration =
+                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+            let until = renewed + duration;
+            (until > Timestamp::now()).then_some(until)
+        }))
     }
 
     /// Stops competing for the Apply's lease and releases it if held: a settled Apply costs

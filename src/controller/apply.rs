@@ -33,6 +33,9 @@ use crate::{Error, Result};
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// Writes stop this long before the lease would expire unless renewed: room for clock skew
+/// between replicas and for the write itself.
+const LEASE_MARGIN: SignedDuration = SignedDuration::from_secs(1);
 /// How many running operations of one Apply are applied and checked at once.
 const OBSERVE_CONCURRENCY: usize = 16;
 /// How soon to look again while another Apply holds the idempotency key.
@@ -116,21 +119,22 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         deleting,
         idempotency: key.idempotency(),
     };
+    let projected = project(&facts, &children);
     if !deleting
-        && settled_and_recorded(apply, &facts, &children)
-        && key.next_write(project(&facts, &children).phase, deleting) == KeyWrite::Keep
+        && settled_and_recorded(apply, &projected, &children)
+        && key.next_write(projected.phase, deleting) == KeyWrite::Keep
     {
         context.leases.release(&uid);
         return Ok(Action::await_change());
     }
-    let lease = context.leases.acquire(apply).await?;
-    if lease != LeaseState::Held {
+    let Some(mut held_until) = context.leases.acquire(apply).await? else {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
-    }
+    };
+    let lease = LeaseState::Held;
 
     // the key is taken (or renewed) before deciding, so the claim gate can open in this pass
-    let before = key.next_write(project(&facts, &children).phase, deleting);
+    let before = key.next_write(projected.phase, deleting);
     if matches!(before, KeyWrite::Take | KeyWrite::Renew) {
         // Holding a key is something deleting the Apply must undo: the finalizer comes first.
         if !ensure_finalizer(apply, &namespace, context).await? {
@@ -168,8 +172,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     // Observing may have taken a while: the lease is checked again right before writing.
-    if !plan.writes.is_empty() && context.leases.check(&namespace, &uid).await? != LeaseState::Held
-    {
+    if !plan.writes.is_empty() && !still_held(context, &namespace, &uid, &mut held_until).await? {
         info!("lease lost before the operation writes; not writing");
         return Ok(Action::requeue(LEASE_RETRY));
     }
@@ -195,7 +198,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     carry_transition_times(apply.status.as_ref(), &mut status);
     context.metrics.count_operations(&uid, (!deleting).then_some(&status.operations));
     if apply.status.as_ref() != Some(&status) {
-        if context.leases.check(&namespace, &uid).await? != LeaseState::Held {
+        if !still_held(context, &namespace, &uid, &mut held_until).await? {
             info!("lease lost before the status write; not writing");
             return Ok(Action::requeue(LEASE_RETRY));
         }
@@ -238,6 +241,26 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         }
         (false, _) => Action::requeue(Duration::from_secs(60)),
     })
+}
+
+/// Whether the lease is still this replica's: known without a read while its expiry is comfortably
+/// ahead, read again (and `until` renewed) when it is close.
+async fn still_held(
+    context: &Context,
+    namespace: &str,
+    uid: &str,
+    until: &mut Timestamp,
+) -> Result<bool> {
+    if Timestamp::now() + LEASE_MARGIN < *until {
+        return Ok(true);
+    }
+    match context.leases.check(namespace, uid).await? {
+        Some(renewed) => {
+            *until = renewed;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// The Apply's idempotency key, as read at the start of a reconcile.
@@ -376,8 +399,8 @@ async fn remove_finalizer(apply: &Apply, namespace: &str, context: &Context) -> 
 }
 
 /// The rollout ended and its status says so: nothing to do, and no lease to hold.
-fn settled_and_recorded(apply: &Apply, facts: &ApplyFacts<'_>, children: &[Child]) -> bool {
-    let mut status = project(facts, children);
+fn settled_and_recorded(apply: &Apply, projected: &ApplyStatus, children: &[Child]) -> bool {
+    let mut status = projected.clone();
     carry_transition_times(apply.status.as_ref(), &mut status);
     let settled = status.phase.is_some_and(|phase| phase.is_terminal())
         && children.iter().all(|child| child.status.phase != OperationPhase::Running);

@@ -70,15 +70,6 @@ impl OperationPhase {
         matches!(self, OperationPhase::Succeeded | OperationPhase::Failed)
     }
 
-    /// Every phase, in declaration order (for tests and metrics).
-    pub const ALL: [OperationPhase; 5] = [
-        OperationPhase::Pending,
-        OperationPhase::Running,
-        OperationPhase::Succeeded,
-        OperationPhase::Failed,
-        OperationPhase::Stopped,
-    ];
-
     /// The phase as written in `status.phase`.
     pub fn as_str(self) -> &'static str {
         match self {

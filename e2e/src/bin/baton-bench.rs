@@ -138,6 +138,11 @@ async fn wait_phase(applies: &Api<Apply>, names: &[String], wanted: ApplyPhase) 
     }
 }
 
+async fn is_running(operations: &Api<Operation>, name: &str) -> bool {
+    let status = operations.get_opt(name).await.ok().flatten().and_then(|op| op.status);
+    status.is_some_and(|status| status.phase == OperationPhase::Running)
+}
+
 /// A namespace with the deployer account and an operator, for baton's side.
 async fn baton_side(client: &Client, prefix: &str) -> (TestNamespace, Operator) {
     let ns = TestNamespace::create(client, prefix).await;
@@ -421,13 +426,7 @@ async fn stop_latency(client: &Client) -> Row {
         .expect("an Apply");
     let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
     loop {
-        let running = operations
-            .get_opt("long-op0")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|op| op.status)
-            .is_some_and(|s| s.phase == OperationPhase::Running);
+        let running = is_running(&operations, "long-op0").await;
         if running && phase(&applies, "long").await == Some(ApplyPhase::Running) {
             break;
         }
@@ -504,13 +503,7 @@ async fn failure_to_verdict(client: &Client) -> Row {
         .expect("an Apply");
     let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
     loop {
-        let running = operations
-            .get_opt("mixed-op100")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|op| op.status)
-            .is_some_and(|s| s.phase == OperationPhase::Running);
+        let running = is_running(&operations, "mixed-op100").await;
         let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
         if running && jobs.get_opt("breaks").await.ok().flatten().is_some() {
             break;
