@@ -39,9 +39,22 @@ pub struct LeaseTiming {
     pub grace: Duration,
 }
 
+/// A running `kube-lease-manager` task; it ends once its lease is released.
+type ManagerTask = JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
+
 struct Held {
-    /// Renews the lease; releases it when the receiver side is dropped.
+    /// Owns the manager's only receiver: aborting it makes the manager release the lease.
     forwarder: JoinHandle<()>,
+    /// The manager itself: it ends once the lease is released.
+    manager: ManagerTask,
+}
+
+impl Held {
+    /// Starts releasing; the returned manager task ends when the release has landed.
+    fn release(self) -> ManagerTask {
+        self.forwarder.abort();
+        self.manager
+    }
 }
 
 /// The leases this replica competes for, one per active Apply.
@@ -52,6 +65,9 @@ pub struct ApplyLeases {
     wake: UnboundedSender<ObjectRef<Apply>>,
     metrics: Arc<Metrics>,
     managers: Mutex<HashMap<String, Held>>,
+    /// Managers still releasing, by Apply uid: a new one for the same Apply waits for them, or
+    /// this replica could read the lease as its own just before its old manager gives it away.
+    releasing: Mutex<HashMap<String, ManagerTask>>,
 }
 
 impl ApplyLeases {
@@ -70,6 +86,7 @@ impl ApplyLeases {
             wake,
             metrics,
             managers: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -85,6 +102,11 @@ impl ApplyLeases {
         let namespace = apply.namespace().unwrap_or_default();
         let running = self.lock().contains_key(&uid);
         if !running {
+            let previous = self.releasing().remove(&uid);
+            if let Some(previous) = previous {
+                // Bounded: a release is one API call; past that, the lease expires anyway.
+                let _ = tokio::time::timeout(self.timing.duration, previous).await;
+            }
             self.create_owned_lease(apply, &namespace, &uid).await?;
             let manager = LeaseManagerBuilder::new(self.client.clone(), lease_name(&uid))
                 .with_namespace(&namespace)
@@ -99,7 +121,7 @@ impl ApplyLeases {
                     lease: lease_name(&uid),
                     message: source.to_string(),
                 })?;
-            let (mut receiver, _renewer) = manager.watch().await;
+            let (mut receiver, renewer) = manager.watch().await;
             let wake = self.wake.clone();
             let metrics = self.metrics.clone();
             let apply_ref = ObjectRef::from_obj(apply);
@@ -117,7 +139,7 @@ impl ApplyLeases {
                     }
                 }
             });
-            self.lock().insert(uid.clone(), Held { forwarder });
+            self.lock().insert(uid.clone(), Held { forwarder, manager: renewer });
         }
         self.check(&namespace, &uid).await
     }
@@ -146,9 +168,17 @@ impl ApplyLeases {
     /// Stops competing for the Apply's lease and releases it if held: a settled Apply costs
     /// no renewals.
     pub fn release(&self, uid: &str) {
-        if let Some(held) = self.lock().remove(uid) {
-            held.forwarder.abort();
+        let held = self.lock().remove(uid);
+        if let Some(held) = held {
+            let manager = held.release();
+            let mut releasing = self.releasing();
+            releasing.retain(|_, task| !task.is_finished());
+            releasing.insert(uid.to_owned(), manager);
         }
+    }
+
+    fn releasing(&self) -> std::sync::MutexGuard<'_, HashMap<String, ManagerTask>> {
+        self.releasing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stops competing for the leases of Applies that no longer exist (deleted without a last

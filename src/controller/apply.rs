@@ -33,9 +33,6 @@ use crate::{Error, Result};
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
-/// Writes stop this long before the lease would expire unless renewed: room for clock skew
-/// between replicas and for the write itself.
-const LEASE_MARGIN: SignedDuration = SignedDuration::from_secs(1);
 /// How many running operations of one Apply are applied and checked at once.
 const OBSERVE_CONCURRENCY: usize = 16;
 /// How soon to look again while another Apply holds the idempotency key.
@@ -127,10 +124,10 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         context.leases.release(&uid);
         return Ok(Action::await_change());
     }
-    let Some(mut held_until) = context.leases.acquire(apply).await? else {
+    if context.leases.acquire(apply).await?.is_none() {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
-    };
+    }
     let lease = LeaseState::Held;
 
     // the key is taken (or renewed) before deciding, so the claim gate can open in this pass
@@ -172,7 +169,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     // Observing may have taken a while: the lease is checked again right before writing.
-    if !plan.writes.is_empty() && !still_held(context, &namespace, &uid, &mut held_until).await? {
+    if !plan.writes.is_empty() && !still_held(context, &namespace, &uid).await? {
         info!("lease lost before the operation writes; not writing");
         return Ok(Action::requeue(LEASE_RETRY));
     }
@@ -198,7 +195,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     carry_transition_times(apply.status.as_ref(), &mut status);
     context.metrics.count_operations(&uid, (!deleting).then_some(&status.operations));
     if apply.status.as_ref() != Some(&status) {
-        if !still_held(context, &namespace, &uid, &mut held_until).await? {
+        if !still_held(context, &namespace, &uid).await? {
             info!("lease lost before the status write; not writing");
             return Ok(Action::requeue(LEASE_RETRY));
         }
@@ -243,24 +240,11 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     })
 }
 
-/// Whether the lease is still this replica's: known without a read while its expiry is comfortably
-/// ahead, read again (and `until` renewed) when it is close.
-async fn still_held(
-    context: &Context,
-    namespace: &str,
-    uid: &str,
-    until: &mut Timestamp,
-) -> Result<bool> {
-    if Timestamp::now() + LEASE_MARGIN < *until {
-        return Ok(true);
-    }
-    match context.leases.check(namespace, uid).await? {
-        Some(renewed) => {
-            *until = renewed;
-            Ok(true)
-        }
-        None => Ok(false),
-    }
+/// Whether the lease is still this replica's, by a fresh read. The expiry read earlier is not
+/// enough: a release by this replica's previous manager may still be in flight, and once it lands
+/// another replica may take the lease at once.
+async fn still_held(context: &Context, namespace: &str, uid: &str) -> Result<bool> {
+    Ok(context.leases.check(namespace, uid).await?.is_some())
 }
 
 /// The Apply's idempotency key, as read at the start of a reconcile.

@@ -4,7 +4,11 @@
 //! Deployments out and fails the Jobs meant to fail.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use baton::crd::{Apply, ApplyPhase, FailurePolicy, OperationPhase};
 use baton_e2e::kubelet::{Background, FAILING, STUCK};
@@ -152,6 +156,34 @@ async fn sample_holders(client: &Client, namespace: &str) -> Vec<(String, Option
         .collect()
 }
 
+/// `(time seen, lease, holder)` for every change of an apply lease.
+type HolderHistory = Arc<Mutex<Vec<(Timestamp, String, Option<String>)>>>;
+
+/// Watches the apply leases of `namespace`, recording `(time seen, lease, holder)` per change.
+fn watch_holders(client: Client, namespace: String) -> HolderHistory {
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let record = history.clone();
+    tokio::spawn(async move {
+        let leases: Api<Lease> = Api::namespaced(client, &namespace);
+        let mut changes =
+            std::pin::pin!(watcher(leases, watcher::Config::default()).applied_objects());
+        while let Some(change) = changes.next().await {
+            let Ok(lease) = change else { continue };
+            let Some(name) = lease.metadata.name.clone().filter(|n| n.starts_with("baton-apply-"))
+            else {
+                continue;
+            };
+            let holder = lease.spec.and_then(|spec| spec.holder_identity);
+            record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((
+                Timestamp::now(),
+                name,
+                holder,
+            ));
+        }
+    });
+    history
+}
+
 /// `(time, apply, holder)` of every "parent status written" line in an operator log.
 fn status_writes(log: &std::path::Path) -> Vec<(Timestamp, String, String)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -197,18 +229,16 @@ async fn racing_replicas_never_double_claim_and_take_over_in_time() {
         .into_iter()
         .filter_map(|apply| Some((apply.metadata.uid?, apply.metadata.name?)))
         .collect();
-    let mut history: Vec<(Timestamp, String, Option<String>)> = Vec::new();
+    // Every change of every apply lease, as the API server reports it: no hand-over is missed
+    // between two looks.
+    let history = watch_holders(world.client.clone(), ns.clone());
     let mut takeovers: Vec<Duration> = Vec::new();
     let mut kills = 0;
     let started = Instant::now();
     let mut next_kill = Instant::now() + Duration::from_secs(2);
     let mut pending_takeover: Option<(Instant, String, Vec<String>)> = None;
     loop {
-        let now = Timestamp::now();
         let sample = sample_holders(&world.client, &ns).await;
-        for (lease, holder) in &sample {
-            history.push((now, lease.clone(), holder.clone()));
-        }
         if let Some((killed_at, identity, leases)) = &pending_takeover {
             let still_dead = sample.iter().any(|(lease, holder)| {
                 leases.contains(lease) && holder.as_deref() == Some(identity)
@@ -284,6 +314,7 @@ async fn racing_replicas_never_double_claim_and_take_over_in_time() {
         for (time, apply, holder) in status_writes(log) {
             let Some(lease) = lease_of(&apply) else { continue };
             writes += 1;
+            let history = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             let samples: Vec<_> = history.iter().filter(|(_, l, _)| *l == lease).collect();
             let before =
                 samples.iter().rev().find(|(t, _, _)| *t <= time).map(|(_, _, h)| h.clone());
