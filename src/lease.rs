@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::reflector::ObjectRef;
@@ -90,6 +91,10 @@ impl ApplyLeases {
         }
     }
 
+    fn duration_seconds(&self) -> u64 {
+        self.timing.duration.as_secs().max(2)
+    }
+
     /// This replica's identity, written as the lease holder and in claims.
     pub fn identity(&self) -> &str {
         &self.identity
@@ -111,7 +116,7 @@ impl ApplyLeases {
             let manager = LeaseManagerBuilder::new(self.client.clone(), lease_name(&uid))
                 .with_namespace(&namespace)
                 .with_identity(&self.identity)
-                .with_duration(self.timing.duration.as_secs().max(2))
+                .with_duration(self.duration_seconds())
                 .with_grace(self.timing.grace.as_secs().max(1))
                 .with_create_mode(LeaseCreateMode::UseExistent)
                 .with_field_manager(format!("baton-lease-{}", self.identity))
@@ -204,8 +209,12 @@ impl ApplyLeases {
         self.managers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Creates the lease, owned by the Apply, already held by this replica: the first holder
+    /// costs one write, not a create and then an acquisition. When it exists, the manager
+    /// competes for it as usual.
     async fn create_owned_lease(&self, apply: &Apply, namespace: &str, uid: &str) -> Result<()> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+        let now = MicroTime(Timestamp::now());
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(lease_name(uid)),
@@ -214,9 +223,20 @@ impl ApplyLeases {
                 labels: Some([(crate::crd::LABEL_APPLY.to_owned(), apply.name_any())].into()),
                 ..ObjectMeta::default()
             },
-            spec: None,
+            spec: Some(LeaseSpec {
+                holder_identity: Some(self.identity.clone()),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_duration_seconds: i32::try_from(self.duration_seconds()).ok(),
+                lease_transitions: Some(1),
+                ..LeaseSpec::default()
+            }),
         };
-        match api.create(&PostParams::default(), &lease).await {
+        let params = PostParams {
+            field_manager: Some(format!("baton-lease-{}", self.identity)),
+            ..PostParams::default()
+        };
+        match api.create(&params, &lease).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
             Err(source) => {

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -27,7 +29,8 @@ use crate::crd::{
 use crate::engine::{FIELD_MANAGER, RunTarget};
 use crate::lifecycle::{
     ApplyFacts, Child, Health, Idempotency, KeyRecord, KeyWrite, LeaseState, Note, Observed,
-    OperationWrite, WriteKind, carry_transition_times, decide, key_write, observe_key, project,
+    OperationWrite, Plan, StatusWrite, WriteKind, carry_transition_times, decide, key_write,
+    observe_key, project, status_write,
 };
 use crate::{Error, Result};
 
@@ -35,6 +38,11 @@ use crate::{Error, Result};
 const LEASE_RETRY: Duration = Duration::from_secs(5);
 /// How many running operations of one Apply are applied and checked at once.
 const OBSERVE_CONCURRENCY: usize = 16;
+/// How often a change of progress alone is written to the parent status (see
+/// `lifecycle::status_write`); anything else is written at once.
+const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// How many independent Operation writes are made at once.
+const WRITE_CONCURRENCY: usize = 16;
 /// How soon to look again while another Apply holds the idempotency key.
 const KEY_RETRY: Duration = Duration::from_secs(2);
 /// Held from an Apply's first claim until deleting it has stopped what runs and released its
@@ -95,6 +103,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    let timer = Instant::now();
     // read
     let owned = operations
         .list(&ListParams::default().labels(&format!("{LABEL_APPLY}={name}")))
@@ -129,6 +138,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         return Ok(Action::requeue(LEASE_RETRY));
     }
     let lease = LeaseState::Held;
+    let requeue_after;
 
     // the key is taken (or renewed) before deciding, so the claim gate can open in this pass
     let before = key.next_write(projected.phase, deleting);
@@ -144,70 +154,87 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         facts.idempotency = key.idempotency();
     }
 
+    let read = timer.elapsed();
     // observe
     let health = observe_runs(apply, &namespace, &owned, context).await;
 
-    // decide
-    let now = Timestamp::now();
-    let plan = decide(&Observed {
-        apply: facts.clone(),
-        children: &children,
-        lease,
-        holder: context.leases.identity(),
-        health: &health,
-        previous: apply.status.as_ref(),
-        now,
-    });
-
-    // write
-    let claims = plan
-        .writes
-        .iter()
-        .any(|write| matches!(write, OperationWrite::Status { kind: WriteKind::Claim, .. }));
-    // From the first claim on, deleting the Apply first stops what runs.
-    if claims && !ensure_finalizer(apply, &namespace, context).await? {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
-    // Observing may have taken a while: the lease is checked again right before writing.
-    if !plan.writes.is_empty() && !still_held(context, &namespace, &uid).await? {
-        info!("lease lost before the operation writes; not writing");
-        return Ok(Action::requeue(LEASE_RETRY));
-    }
+    let observed = timer.elapsed();
+    // decide and write
     let mut latest: HashMap<u32, Operation> =
         owned.into_iter().map(|op| (op.spec.index, op)).collect();
-    for (written, write) in plan.writes.iter().enumerate() {
-        let outcome = write_operation(apply, &operations, &mut latest, write, context).await;
-        if !matches!(outcome, Ok(Written::Done)) {
+    let mut notes = Vec::new();
+    loop {
+        let children: Vec<Child> = latest.values().map(Child::from).collect();
+        let plan = decide(&Observed {
+            apply: facts.clone(),
+            children: &children,
+            lease,
+            holder: context.leases.identity(),
+            health: &health,
+            previous: apply.status.as_ref(),
+            now: Timestamp::now(),
+        });
+        let claims = plan
+            .writes
+            .iter()
+            .any(|write| matches!(write, OperationWrite::Status { kind: WriteKind::Claim, .. }));
+        // From the first claim on, deleting the Apply first stops what runs.
+        if claims && !ensure_finalizer(apply, &namespace, context).await? {
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        // Observing may have taken a while: the lease is checked again right before writing.
+        if !plan.writes.is_empty() && !still_held(context, &namespace, &uid).await? {
+            info!("lease lost before the operation writes; not writing");
+            return Ok(Action::requeue(LEASE_RETRY));
+        }
+        let (made, outcome) = write_plan(apply, &operations, &mut latest, &plan, context).await;
+        notes.extend(plan.notes_for(&made).cloned());
+        if outcome.is_err() || made.iter().any(|made| !made) {
             // The Events of the writes that went through are recorded; the rest is decided
             // again from fresh reads.
-            for note in plan.notes_after(written) {
-                publish(apply, note, context).await;
-            }
+            publish_all(apply, &notes, context).await;
             // A conflict means someone else moved first: not an error.
             outcome?;
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
+        // A pass that only created the missing Operations decides again on what it created, so
+        // the first claims need no second pass (and the parent no status in between).
+        let created_only = !plan.writes.is_empty()
+            && plan.writes.iter().all(|write| matches!(write, OperationWrite::Create { .. }));
+        if !created_only {
+            requeue_after = plan.requeue_after;
+            break;
+        }
     }
 
+    let written = timer.elapsed();
     // project
     let children: Vec<Child> = latest.values().map(Child::from).collect();
     let mut status = project(&facts, &children);
     carry_transition_times(apply.status.as_ref(), &mut status);
     context.metrics.count_operations(&uid, (!deleting).then_some(&status.operations));
-    if apply.status.as_ref() != Some(&status) {
-        if !still_held(context, &namespace, &uid).await? {
-            info!("lease lost before the status write; not writing");
-            return Ok(Action::requeue(LEASE_RETRY));
+    let since_last_write = context.status_writes.since(&uid);
+    let mut flush_after = None;
+    match status_write(apply.status.as_ref(), &status, since_last_write, PROGRESS_WRITE_INTERVAL) {
+        StatusWrite::Unchanged => {}
+        StatusWrite::After(wait) => flush_after = Some(wait),
+        StatusWrite::Now => {
+            if !still_held(context, &namespace, &uid).await? {
+                info!("lease lost before the status write; not writing");
+                return Ok(Action::requeue(LEASE_RETRY));
+            }
+            write_status(apply, &namespace, &status, context).await?;
+            context.status_writes.written(&uid);
+            // Read by the racing-replicas suite to check that only lease holders write.
+            info!(holder = context.leases.identity(), phase = ?status.phase, "parent status written");
         }
-        write_status(apply, &namespace, &status, context).await?;
-        // Read by the racing-replicas suite to check that only lease holders write.
-        info!(holder = context.leases.identity(), phase = ?status.phase, "parent status written");
     }
 
+    let projected = timer.elapsed();
     // record
-    for note in plan.notes_after(plan.writes.len()) {
-        publish(apply, note, context).await;
-    }
+    publish_all(apply, &notes, context).await;
+    // Where a pass spends its time, cumulatively, for tuning.
+    debug!(?read, ?observed, ?written, ?projected, recorded = ?timer.elapsed(), operations = latest.len(), "pass");
 
     // end-of-rollout effects follow the projected phase
     let after = key.next_write(status.phase, deleting);
@@ -221,23 +248,26 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     if deleting && !running {
         remove_finalizer(apply, &namespace, context).await?;
         context.leases.release(&uid);
+        context.status_writes.forget(&uid);
         return Ok(Action::await_change());
     }
-    if status.phase.is_some_and(|phase| phase.is_terminal()) && !running {
+    let settled = status.phase.is_some_and(|phase| phase.is_terminal()) && !running;
+    if settled && flush_after.is_none() {
         context.leases.release(&uid);
+        context.status_writes.forget(&uid);
         return Ok(Action::await_change());
     }
-    Ok(match (running, plan.requeue_after) {
-        (true, Some(until_timeout)) => {
-            Action::requeue(until_timeout.min(context.settings.health_poll_interval))
-        }
-        (true, None) => Action::requeue(context.settings.health_poll_interval),
+    let wait = match (running, requeue_after) {
+        (true, Some(until_timeout)) => until_timeout.min(context.settings.health_poll_interval),
+        (true, None) => context.settings.health_poll_interval,
         // Waiting for another Apply's key: its release does not wake this one.
         (false, _) if matches!(facts.idempotency, Idempotency::InFlightElsewhere { .. }) => {
-            Action::requeue(KEY_RETRY)
+            KEY_RETRY
         }
-        (false, _) => Action::requeue(Duration::from_secs(60)),
-    })
+        (false, _) => Duration::from_secs(60),
+    };
+    // A progress update held back is written by the next pass at the latest.
+    Ok(Action::requeue(flush_after.map_or(wait, |flush| flush.min(wait))))
 }
 
 /// Whether the lease is still this replica's, by a fresh read. The expiry read earlier is not
@@ -420,14 +450,10 @@ async fn observe_runs(
             running
         })
         .collect();
-    // The runs are independent: they are applied and checked side by side, a batch at a time.
-    let mut health = BTreeMap::new();
-    for batch in mine.chunks(OBSERVE_CONCURRENCY) {
-        let checks: Vec<_> =
-            batch.iter().map(|op| observe_run(op, namespace, &service_account, context)).collect();
-        health.extend(futures::future::join_all(checks).await);
-    }
-    health
+    // The runs are independent: they are applied and checked side by side.
+    let checks: Vec<_> =
+        mine.into_iter().map(|op| observe_run(op, namespace, &service_account, context)).collect();
+    futures::stream::iter(checks).buffer_unordered(OBSERVE_CONCURRENCY).collect().await
 }
 
 /// Applies one running operation (once per run) and reads its health.
@@ -475,27 +501,73 @@ async fn observe_run(
     }
 }
 
-enum Written {
-    Done,
-    Conflict,
-}
-
-async fn write_operation(
+/// Makes the plan's writes batch by batch (see [`Plan::batches`]), the writes of a batch side
+/// by side; stops after the first batch in which a write did not go through. Says which writes
+/// were made, and the first error.
+async fn write_plan(
     apply: &Apply,
     operations: &Api<Operation>,
     latest: &mut HashMap<u32, Operation>,
+    plan: &Plan,
+    context: &Context,
+) -> (Vec<bool>, Result<()>) {
+    let mut made = vec![false; plan.writes.len()];
+    for batch in plan.batches() {
+        let results: Vec<(usize, Result<Option<Operation>>)> = futures::stream::iter(batch.clone())
+            .map(|position| {
+                let write = &plan.writes[position];
+                let current = match write {
+                    OperationWrite::Status { index, .. } => latest.get(index).cloned(),
+                    OperationWrite::Create { .. } => None,
+                };
+                async move {
+                    (
+                        position,
+                        write_operation(apply, operations, current.as_ref(), write, context).await,
+                    )
+                }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (position, result) in results {
+            match result {
+                Ok(Some(written)) => {
+                    made[position] = true;
+                    latest.insert(written.spec.index, written);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return (made, Err(error));
+        }
+        if made[batch].iter().any(|made| !made) {
+            break;
+        }
+    }
+    (made, Ok(()))
+}
+
+/// One write: `Some` with what the API server returned, `None` when another writer moved first
+/// (a conflict, not an error: the next pass decides again).
+async fn write_operation(
+    apply: &Apply,
+    operations: &Api<Operation>,
+    current: Option<&Operation>,
     write: &OperationWrite,
     context: &Context,
-) -> Result<Written> {
+) -> Result<Option<Operation>> {
     match write {
         OperationWrite::Create { index, name } => {
             let child = new_operation(apply, *index, name)?;
             let object_name = child.name_any();
             match operations.create(&PostParams::default(), &child).await {
-                Ok(created) => {
-                    latest.insert(*index, created);
-                    Ok(Written::Done)
-                }
+                Ok(created) => Ok(Some(created)),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     // Ours, created meanwhile: re-read. Another Apply's: say so, it will not pass.
                     let existing = operations.get_opt(&object_name).await.ok().flatten();
@@ -509,7 +581,7 @@ async fn write_operation(
                                 owner.kind, owner.name
                             )))
                         }
-                        _ => Ok(Written::Conflict),
+                        _ => Ok(None),
                     }
                 }
                 Err(source) => Err(Error::Kube {
@@ -521,9 +593,9 @@ async fn write_operation(
                 }),
             }
         }
-        OperationWrite::Status { index, name, kind, status } => {
-            let Some(current) = latest.get(index) else {
-                return Ok(Written::Conflict);
+        OperationWrite::Status { name, kind, status, .. } => {
+            let Some(current) = current else {
+                return Ok(None);
             };
             let mut next = current.clone();
             next.metadata.managed_fields = None;
@@ -540,15 +612,14 @@ async fn write_operation(
                         context.runs.forget(&(current.uid().unwrap_or_default(), attempt));
                     }
                     debug!(operation = %name, ?kind, phase = ?status.phase, "operation written");
-                    latest.insert(*index, written);
-                    Ok(Written::Done)
+                    Ok(Some(written))
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     if *kind == WriteKind::Claim {
                         context.metrics.claims_lost.inc();
                     }
                     debug!(operation = %name, ?kind, "conflict: another writer moved first");
-                    Ok(Written::Conflict)
+                    Ok(None)
                 }
                 Err(source) => Err(Error::Kube {
                     context: format!(
@@ -657,6 +728,12 @@ async fn write_status(
     Ok(())
 }
 
+/// Records the notes' Events side by side: they are independent, and a rollout's pass should
+/// not wait on them one by one.
+async fn publish_all(apply: &Apply, notes: &[Note], context: &Context) {
+    futures::future::join_all(notes.iter().map(|note| publish(apply, note, context))).await;
+}
+
 async fn publish(apply: &Apply, note: &Note, context: &Context) {
     let (type_, reason, message) = describe(note, context.leases.identity());
     // The related Operation keeps one operation's Events apart from another's: the recorder
@@ -700,11 +777,6 @@ fn truncate(mut text: String, max: usize) -> String {
 fn describe(note: &Note, holder: &str) -> (EventType, &'static str, String) {
     use EventType::{Normal, Warning};
     match note {
-        Note::Started { operation, attempt } => (
-            Normal,
-            "OperationStarted",
-            format!("operation `{operation}` claimed by {holder} for attempt {attempt}"),
-        ),
         Note::TakenOver { operation, attempt, from } => (
             Normal,
             "OperationTakenOver",
@@ -712,11 +784,6 @@ fn describe(note: &Note, holder: &str) -> (EventType, &'static str, String) {
                 "operation `{operation}` taken over by {holder} from {} in attempt {attempt}",
                 from.as_deref().unwrap_or("an unknown holder")
             ),
-        ),
-        Note::Succeeded { operation, attempt } => (
-            Normal,
-            "OperationSucceeded",
-            format!("operation `{operation}` succeeded on attempt {attempt}"),
         ),
         Note::Failed { operation, attempt, reason, message } => (
             Warning,
@@ -726,11 +793,13 @@ fn describe(note: &Note, holder: &str) -> (EventType, &'static str, String) {
                 reason.as_str()
             ),
         ),
-        Note::Stopped { operation } => {
-            (Normal, "OperationStopped", format!("operation `{operation}` stopped"))
-        }
-        Note::Resumed { operation } => {
-            (Normal, "OperationResumed", format!("operation `{operation}` resumed"))
+        Note::Stopped { operation } => (
+            Normal,
+            "OperationStopped",
+            format!("operation `{operation}` stopped while running; its objects stay as applied"),
+        ),
+        Note::Resumed => {
+            (Normal, "Resumed", "stop withdrawn: stopped operations are pending again".to_owned())
         }
         Note::ErrorDismissed { id } => (
             Normal,

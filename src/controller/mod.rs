@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -69,6 +69,34 @@ pub struct Context {
     /// Runs this replica dispatched. After a restart it is empty, and the new holder re-applies
     /// (server-side apply is idempotent).
     pub runs: Runs,
+    /// When this replica last wrote each Apply's status, to pace progress-only updates.
+    pub status_writes: StatusWrites,
+}
+
+/// When this replica last wrote the status of each Apply, by uid. Only paces writes: after a
+/// restart it is empty and the next change is written at once.
+#[derive(Default)]
+pub struct StatusWrites(Mutex<HashMap<String, Instant>>);
+
+impl StatusWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long ago this replica last wrote the Apply's status.
+    pub fn since(&self, uid: &str) -> Option<Duration> {
+        self.lock().get(uid).map(Instant::elapsed)
+    }
+
+    /// Notes a status write now.
+    pub fn written(&self, uid: &str) {
+        self.lock().insert(uid.to_owned(), Instant::now());
+    }
+
+    /// Forgets a settled or deleted Apply.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
 }
 
 /// What this replica's dispatch of a run gave.
@@ -169,6 +197,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         engine: Engine::new(config, client.clone()),
         metrics,
         runs: Runs::default(),
+        status_writes: StatusWrites::default(),
         settings: settings.clone(),
         client: client.clone(),
     });

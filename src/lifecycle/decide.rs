@@ -3,6 +3,7 @@
 //! it read; at the first conflict it stops and reconciles again from fresh reads.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -76,6 +77,16 @@ pub enum WriteKind {
     Dismiss,
 }
 
+impl WriteKind {
+    /// Whether writes of this kind are made one at a time, in plan order. Claims move the window
+    /// in index order (a claim is made only once every lower claim went through), and a
+    /// dismissal resets the current error last. The other kinds touch independent operations,
+    /// and a pass cut short by one of them leaves nothing a later pass cannot finish.
+    pub fn ordered(self) -> bool {
+        matches!(self, WriteKind::Claim | WriteKind::Dismiss)
+    }
+}
+
 /// One write to an Operation.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OperationWrite {
@@ -102,18 +113,13 @@ pub enum OperationWrite {
 /// Something a user cares about, recorded as an Event on the Apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
-    /// An operation was claimed for a new attempt.
-    Started { operation: String, attempt: u32 },
     /// A new holder took over a running operation.
     TakenOver { operation: String, attempt: u32, from: Option<String> },
-    /// An operation succeeded.
-    Succeeded { operation: String, attempt: u32 },
     /// An operation failed.
     Failed { operation: String, attempt: u32, reason: FailureReason, message: String },
-    /// An operation was stopped.
+    /// A running operation was stopped (its objects stay as far as they got). Pending siblings
+    /// are stopped without an Event each: `StopCompleted` counts them.
     Stopped { operation: String },
-    /// A stopped operation went back to `Pending`.
-    Resumed { operation: String },
     /// The current error was dismissed; its failed operations will run again.
     ErrorDismissed { id: String },
     /// `spec.dismissError` named no current error; nothing changed.
@@ -122,6 +128,8 @@ pub enum Note {
     StopRequested,
     /// Nothing runs any more after a stop.
     StopCompleted,
+    /// The stop was withdrawn: stopped operations are pending again.
+    Resumed,
     /// The Apply reached a terminal phase.
     Settled { phase: ApplyPhase, message: String },
 }
@@ -130,12 +138,9 @@ impl Note {
     /// The operation the note is about, if any.
     pub fn operation(&self) -> Option<&str> {
         match self {
-            Note::Started { operation, .. }
-            | Note::TakenOver { operation, .. }
-            | Note::Succeeded { operation, .. }
+            Note::TakenOver { operation, .. }
             | Note::Failed { operation, .. }
-            | Note::Stopped { operation }
-            | Note::Resumed { operation } => Some(operation),
+            | Note::Stopped { operation } => Some(operation),
             _ => None,
         }
     }
@@ -143,10 +148,7 @@ impl Note {
     /// The attempt the note is about, if any.
     pub fn attempt(&self) -> Option<u32> {
         match self {
-            Note::Started { attempt, .. }
-            | Note::TakenOver { attempt, .. }
-            | Note::Succeeded { attempt, .. }
-            | Note::Failed { attempt, .. } => Some(*attempt),
+            Note::TakenOver { attempt, .. } | Note::Failed { attempt, .. } => Some(*attempt),
             _ => None,
         }
     }
@@ -168,13 +170,40 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
 }
 
+impl OperationWrite {
+    /// Whether this write waits for the one before it, and the next for it (see
+    /// [`WriteKind::ordered`]). Creating a missing Operation never does.
+    pub fn ordered(&self) -> bool {
+        match self {
+            OperationWrite::Create { .. } => false,
+            OperationWrite::Status { kind, .. } => kind.ordered(),
+        }
+    }
+}
+
 impl Plan {
-    /// The notes to record once the first `written` writes went through: those reporting a
-    /// write that was made, and, when every write was made, those about the whole plan.
-    pub fn notes_after(&self, written: usize) -> impl Iterator<Item = &Note> {
-        let complete = written >= self.writes.len();
+    /// The writes in batches, in order: an ordered write alone, or a run of writes that may be
+    /// made side by side. A batch starts only once every write of the one before went through.
+    pub fn batches(&self) -> Vec<Range<usize>> {
+        let mut batches: Vec<Range<usize>> = Vec::new();
+        for (index, write) in self.writes.iter().enumerate() {
+            match batches.last_mut() {
+                Some(batch) if !write.ordered() && !self.writes[batch.start].ordered() => {
+                    batch.end = index + 1;
+                }
+                _ => batches.push(index..index + 1),
+            }
+        }
+        batches
+    }
+
+    /// The notes to record given which writes went through (`made[i]` for `writes[i]`): those
+    /// reporting a write that was made, and, when every write was made, those about the whole
+    /// plan.
+    pub fn notes_for<'a>(&'a self, made: &'a [bool]) -> impl Iterator<Item = &'a Note> {
+        let complete = made.len() >= self.writes.len() && made.iter().all(|made| *made);
         self.notes.iter().zip(&self.note_writes).filter_map(move |(note, write)| match write {
-            Some(index) => (*index < written).then_some(note),
+            Some(index) => made.get(*index).copied().unwrap_or(false).then_some(note),
             None => complete.then_some(note),
         })
     }
@@ -214,8 +243,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
     if !facts.stopping() {
         for position in 0..working.len() {
             if let Ok(next) = transitions::resume(&working[position].status, now) {
-                let note = Note::Resumed { operation: working[position].name.clone() };
-                record(&mut working, &mut plan, position, WriteKind::Resume, next, Some(note));
+                record(&mut working, &mut plan, position, WriteKind::Resume, next, None);
             }
         }
         dismissal(observed, &mut working, &mut plan);
@@ -225,8 +253,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             if working[position].status.phase == OperationPhase::Pending
                 && let Ok(next) = transitions::stop(&working[position].status, now)
             {
-                let note = Note::Stopped { operation: working[position].name.clone() };
-                record(&mut working, &mut plan, position, WriteKind::Stop, next, Some(note));
+                record(&mut working, &mut plan, position, WriteKind::Stop, next, None);
             }
         }
     }
@@ -236,11 +263,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
                 continue;
             };
             if let Ok(next) = transitions::claim(&working[position].status, observed.holder, now) {
-                let note = Note::Started {
-                    operation: working[position].name.clone(),
-                    attempt: next.attempt,
-                };
-                record(&mut working, &mut plan, position, WriteKind::Claim, next, Some(note));
+                record(&mut working, &mut plan, position, WriteKind::Claim, next, None);
             }
         }
     }
@@ -334,14 +357,18 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
             },
         };
         let Some(outcome) = outcome else { continue };
+        // Successes are in the Operation's status; failures need someone's attention.
         let note = match &outcome {
-            Outcome::Succeeded => Note::Succeeded { operation: name, attempt },
-            Outcome::Failed { reason, message } => {
-                Note::Failed { operation: name, attempt, reason: *reason, message: message.clone() }
-            }
+            Outcome::Succeeded => None,
+            Outcome::Failed { reason, message } => Some(Note::Failed {
+                operation: name,
+                attempt,
+                reason: *reason,
+                message: message.clone(),
+            }),
         };
         if let Ok(next) = transitions::finish(&working[position].status, outcome, now) {
-            record(working, plan, position, WriteKind::Finish, next, Some(note));
+            record(working, plan, position, WriteKind::Finish, next, note);
         }
     }
 }
@@ -426,6 +453,9 @@ fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> 
         |stop: Option<&crate::crd::StopStatus>| stop.is_some_and(|s| s.completed_at.is_some());
     if !completed(before_stop) && completed(next.stop.as_ref()) {
         notes.push(Note::StopCompleted);
+    }
+    if before_stop.is_some() && next.stop.is_none() {
+        notes.push(Note::Resumed);
     }
     if let Some(phase) = next.phase
         && phase.is_terminal()

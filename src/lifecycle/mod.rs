@@ -10,6 +10,7 @@ mod decide;
 mod duration;
 mod gate;
 mod idempotency;
+mod pacing;
 mod project;
 mod transitions;
 
@@ -24,6 +25,7 @@ pub use decide::{Health, LeaseState, Note, Observed, OperationWrite, Plan, Write
 pub use duration::{DurationError, parse_duration};
 pub use gate::{GateClosed, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
+pub use pacing::{StatusWrite, status_write};
 pub use project::{ApplyFacts, Idempotency, carry_transition_times, error_id, project};
 pub use transitions::{Outcome, Refused, claim, dismiss, finish, resume, stop, take_over};
 

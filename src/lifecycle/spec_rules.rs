@@ -580,10 +580,52 @@ fn an_interrupted_dismissal_leaves_the_current_error_to_finish_next_pass() {
 
 #[test]
 fn notes_are_recorded_only_for_writes_that_went_through() {
-    let spec = spec(2, FailurePolicy::Halt, 2);
-    let plan = plan_with(&spec, vec![mine(1), pending(0)], &[("a", Health::Healthy)], 10);
-    assert_eq!(plan.writes.len(), 2);
-    let after_first: Vec<_> = plan.notes_after(1).cloned().collect();
-    assert_eq!(after_first, vec![Note::Succeeded { operation: "a".into(), attempt: 1 }]);
-    assert!(plan.notes_after(2).any(|note| matches!(note, Note::Started { .. })));
+    // Under Continue, a failing `a` is finished and `c` claimed in the same pass.
+    let spec = spec(3, FailurePolicy::Continue, 2);
+    let unhealthy = Health::Unhealthy("Job `x` failed".into());
+    let plan = plan_with(&spec, vec![mine(1), mine(1), pending(0)], &[("a", unhealthy)], 10);
+    assert_eq!(writes(&plan).len(), 2, "{plan:?}");
+    let failed = |plan: &Plan, made: &[bool]| {
+        plan.notes_for(made)
+            .any(|note| matches!(note, Note::Failed { operation, .. } if operation == "a"))
+    };
+    assert!(failed(&plan, &[true, false]));
+    assert!(!failed(&plan, &[false, true]), "the failure was not written");
+}
+
+#[test]
+fn successes_and_claims_make_no_events_but_failures_do() {
+    let spec = spec(3, FailurePolicy::Continue, 3);
+    let health = [("a", Health::Healthy), ("b", Health::Unhealthy("Job `x` failed".into()))];
+    let plan = plan_with(&spec, vec![mine(1), mine(1), pending(0)], &health, 10);
+    assert_eq!(writes(&plan).len(), 3, "{plan:?}");
+    let notes: Vec<_> = plan.notes.iter().filter(|note| note.operation().is_some()).collect();
+    assert!(
+        matches!(notes.as_slice(), [Note::Failed { operation, .. }] if operation == "b"),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn claims_and_dismissals_are_written_one_at_a_time_the_rest_side_by_side() {
+    // Two finishes, then two claims: the finishes form one batch, each claim its own.
+    let spec = spec(4, FailurePolicy::Halt, 2);
+    let health = [("a", Health::Healthy), ("b", Health::Healthy)];
+    let plan = plan_with(&spec, vec![mine(1), mine(1), pending(0), pending(0)], &health, 10);
+    let kinds: Vec<_> = writes(&plan).into_iter().map(|(_, kind, _)| kind).collect();
+    assert_eq!(kinds, [WriteKind::Finish, WriteKind::Finish, WriteKind::Claim, WriteKind::Claim]);
+    assert_eq!(plan.batches(), vec![0..2, 2..3, 3..4]);
+    // Creating the missing operations is one batch.
+    let create = decide(&Observed {
+        apply: facts(&spec),
+        children: &[],
+        lease: LeaseState::Held,
+        holder: ME,
+        health: &BTreeMap::new(),
+        previous: None,
+        now: at(10),
+    });
+    assert_eq!(create.batches(), vec![0..4]);
+    assert!(!WriteKind::Stop.ordered() && !WriteKind::Resume.ordered());
+    assert!(WriteKind::Claim.ordered() && WriteKind::Dismiss.ordered());
 }

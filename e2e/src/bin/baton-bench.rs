@@ -651,6 +651,12 @@ async fn scale(client: &Client) {
     );
 }
 
+/// Whether a scenario runs: `BATON_BENCH_ONLY` names some (comma-separated), else all run.
+fn selected(scenario: &str) -> bool {
+    std::env::var("BATON_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|name| name.trim() == scenario))
+}
+
 fn main() {
     // The operator under test is the optimized build, like the one users run.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -667,10 +673,20 @@ fn main() {
     runtime.block_on(async {
         let client = admin_client().await;
         print_header();
-        print_table(&[throughput(&client).await]);
-        print_table(&[fan_in(&client).await]);
-        print_table(&[stop_latency(&client).await]);
-        print_table(&[failure_to_verdict(&client).await]);
-        scale(&client).await;
+        if selected("throughput") {
+            print_table(&[throughput(&client).await]);
+        }
+        if selected("fan-in") {
+            print_table(&[fan_in(&client).await]);
+        }
+        if selected("stop") {
+            print_table(&[stop_latency(&client).await]);
+        }
+        if selected("verdict") {
+            print_table(&[failure_to_verdict(&client).await]);
+        }
+        if selected("scale") {
+            scale(&client).await;
+        }
     });
 }

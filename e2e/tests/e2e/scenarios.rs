@@ -58,24 +58,10 @@ async fn three_operations_run_strictly_in_order() {
     assert_eq!(inventory.len(), 1, "the operation records what it applied");
     assert_eq!((inventory[0].kind.as_str(), inventory[0].name.as_str()), ("Deployment", "web-a"));
 
-    let reasons: Vec<String> = world
-        .events("ordered")
-        .await
-        .into_iter()
-        .filter(|(reason, _)| reason.starts_with("Operation"))
-        .map(|(reason, note)| format!("{reason} {}", note.split('`').nth(1).unwrap_or_default()))
-        .collect();
-    assert_eq!(
-        reasons,
-        [
-            "OperationStarted a",
-            "OperationSucceeded a",
-            "OperationStarted b",
-            "OperationSucceeded b",
-            "OperationStarted c",
-            "OperationSucceeded c",
-        ]
-    );
+    // The rollout's story is told once, on the Apply; each step's is in its Operation.
+    let reasons: Vec<String> =
+        world.events("ordered").await.into_iter().map(|(reason, _)| reason).collect();
+    assert_eq!(reasons, ["RolloutSucceeded"], "no Event per successful step");
 }
 
 #[tokio::test]
@@ -418,11 +404,6 @@ async fn killed_operator_resumes_the_running_operation_in_the_same_attempt() {
         "same attempt"
     );
     let events = world.events("crash").await;
-    let started_a = events
-        .iter()
-        .filter(|(reason, note)| reason == "OperationStarted" && note.contains("`a`"))
-        .count();
-    assert_eq!(started_a, 1, "claimed once: {events:?}");
     assert!(events.iter().any(|(reason, _)| reason == "OperationTakenOver"), "{events:?}");
     drop(replacement);
 }
@@ -450,9 +431,6 @@ async fn two_replicas_share_twenty_applies_without_double_claims() {
                 "{name}/{operation} claimed more than once"
             );
         }
-        let events = world.events(&name).await;
-        let starts = events.iter().filter(|(reason, _)| reason == "OperationStarted").count();
-        assert_eq!(starts, 2, "{name}: one claim per operation: {events:?}");
     }
     drop(second);
 }

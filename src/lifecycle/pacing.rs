@@ -1,0 +1,122 @@
+//! When a new projection of the parent status is written.
+//!
+//! The projection itself is pure and exact (SPEC.md section 6); this only paces its
+//! publication. A change someone must see or act on (phase, error, stop, conditions, start and
+//! end times, generation) is written at once. A change of progress alone (counts, the running
+//! operations, the messages that quote them) is written at most once per interval, so a wide
+//! rollout does not rewrite a large Apply for every operation that ends.
+
+use std::time::Duration;
+
+use crate::crd::{ApplyStatus, OperationCounts};
+
+/// What to do with a newly projected parent status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// The status written already says the same.
+    Unchanged,
+    /// Write it now.
+    Now,
+    /// Only progress changed and the last write is recent: write it once this much more time
+    /// has passed (a later pass may have more to say by then).
+    After(Duration),
+}
+
+/// Decides whether `next` is written now, given the status on the Apply, how long ago this
+/// replica last wrote it (`None`: not since it started), and the pace for progress-only changes.
+pub fn status_write(
+    previous: Option<&ApplyStatus>,
+    next: &ApplyStatus,
+    since_last_write: Option<Duration>,
+    progress_interval: Duration,
+) -> StatusWrite {
+    let Some(previous) = previous else { return StatusWrite::Now };
+    if previous == next {
+        return StatusWrite::Unchanged;
+    }
+    if without_progress(previous) != without_progress(next) {
+        return StatusWrite::Now;
+    }
+    match since_last_write {
+        Some(since) if since < progress_interval => StatusWrite::After(progress_interval - since),
+        _ => StatusWrite::Now,
+    }
+}
+
+/// The status with everything that only reports progress blanked.
+fn without_progress(status: &ApplyStatus) -> ApplyStatus {
+    let mut status = status.clone();
+    status.operations = OperationCounts { total: status.operations.total, ..Default::default() };
+    status.progress.clear();
+    status.current.clear();
+    status.message.clear();
+    for condition in &mut status.conditions {
+        condition.message.clear();
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::crd::{ApplyPhase, FailurePolicy};
+    use crate::lifecycle::fixtures::{children, facts, failed, pending, running, spec, succeeded};
+    use crate::lifecycle::{carry_transition_times, project};
+
+    const PACE: Duration = Duration::from_secs(1);
+
+    fn projected(statuses: Vec<crate::crd::OperationStatus>) -> ApplyStatus {
+        let spec = spec(statuses.len(), FailurePolicy::Continue, 3);
+        project(&facts(&spec), &children(statuses))
+    }
+
+    #[test]
+    fn the_first_status_is_written_at_once() {
+        let next = projected(vec![pending(0), pending(0), pending(0)]);
+        assert_eq!(status_write(None, &next, None, PACE), StatusWrite::Now);
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_written() {
+        let next = projected(vec![running("r", 1), pending(0), pending(0)]);
+        let same = next.clone();
+        let at = Some(Duration::ZERO);
+        assert_eq!(status_write(Some(&same), &next, at, PACE), StatusWrite::Unchanged);
+    }
+
+    #[test]
+    fn progress_alone_waits_for_the_pace() {
+        let before = projected(vec![running("r", 1), running("r", 1), pending(0)]);
+        let mut next = projected(vec![succeeded(1), running("r", 1), running("r", 1)]);
+        carry_transition_times(Some(&before), &mut next);
+        assert_eq!(without_progress(&before), without_progress(&next));
+        let soon = Some(Duration::from_millis(300));
+        assert_eq!(
+            status_write(Some(&before), &next, soon, PACE),
+            StatusWrite::After(Duration::from_millis(700))
+        );
+        assert_eq!(status_write(Some(&before), &next, Some(PACE), PACE), StatusWrite::Now);
+        // After a restart this replica does not know when it last wrote: it writes.
+        assert_eq!(status_write(Some(&before), &next, None, PACE), StatusWrite::Now);
+    }
+
+    #[test]
+    fn an_error_is_written_at_once() {
+        let before = projected(vec![running("r", 1), running("r", 1), pending(0)]);
+        let next = projected(vec![failed(1), running("r", 1), running("r", 1)]);
+        assert!(next.error.is_some());
+        let soon = Some(Duration::from_millis(10));
+        assert_eq!(status_write(Some(&before), &next, soon, PACE), StatusWrite::Now);
+    }
+
+    #[test]
+    fn a_new_phase_is_written_at_once() {
+        let before = projected(vec![succeeded(1), succeeded(1), running("r", 1)]);
+        let next = projected(vec![succeeded(1), succeeded(1), succeeded(1)]);
+        assert_eq!(next.phase, Some(ApplyPhase::Succeeded));
+        let soon = Some(Duration::from_millis(10));
+        assert_eq!(status_write(Some(&before), &next, soon, PACE), StatusWrite::Now);
+    }
+}
