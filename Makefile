@@ -22,6 +22,7 @@ tools:
 
 unit-and-e2e: tools
 	cargo test --workspace --all-targets
+	BATON_BENCH_PROFILE=short cargo run -q -p baton-e2e --bin baton-bench
 
 ## Regenerate crds/ from the Rust types (a test fails when they are stale).
 crds:

@@ -374,6 +374,14 @@ pub fn use_baton_binary(binary: PathBuf) {
     let _ = BINARY_OVERRIDE.set(binary);
 }
 
+static LOG_OVERRIDE: OnceLock<String> = OnceLock::new();
+
+/// Makes [`Operator`] log with `filter` (a `RUST_LOG` value) instead of the tests' debug level:
+/// benchmarks measure the operator as users run it.
+pub fn use_operator_log(filter: &str) {
+    let _ = LOG_OVERRIDE.set(filter.to_owned());
+}
+
 /// The `baton` binary of this checkout (and `kubectl-baton` beside it), built once per test run.
 pub fn baton_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -449,7 +457,12 @@ impl Operator {
             .args(["run", "--namespace", namespace, "--admin-address", &admin.to_string()])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,baton=debug,kube_lease_manager=warn")
+            .env(
+                "RUST_LOG",
+                LOG_OVERRIDE
+                    .get()
+                    .map_or("info,baton=debug,kube_lease_manager=warn", String::as_str),
+            )
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("a log handle"))
