@@ -36,6 +36,9 @@ use crate::{Error, Result};
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// Writes stop this long before the lease would expire unless renewed: room for clock skew
+/// between replicas and for the write itself.
+const LEASE_MARGIN: SignedDuration = SignedDuration::from_secs(1);
 /// How many running operations of one Apply are applied and checked at once.
 const OBSERVE_CONCURRENCY: usize = 16;
 /// How often a change of progress alone is written to the parent status (see
@@ -99,23 +102,26 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     let deleting = apply.metadata.deletion_timestamp.is_some();
     if deleting && !has_finalizer(apply) {
         // Never started: nothing of ours to clean up; garbage collection does the rest.
-        context.leases.release(&uid);
+        let_go(context, &uid);
         return Ok(Action::await_change());
     }
 
     let timer = Instant::now();
     // read
-    let owned = operations
-        .list(&ListParams::default().labels(&format!("{LABEL_APPLY}={name}")))
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("listing the operations of Apply `{name}`"),
-            source,
-        })?
-        .items
-        .into_iter()
-        .filter(|op| op.owner_references().iter().any(|owner| owner.uid == uid))
-        .collect::<Vec<_>>();
+    let owned = match context.children.of(apply) {
+        Some(owned) => owned,
+        None => operations
+            .list(&ListParams::default().labels(&format!("{LABEL_APPLY}={name}")))
+            .await
+            .map_err(|source| Error::Kube {
+                context: format!("listing the operations of Apply `{name}`"),
+                source,
+            })?
+            .items
+            .into_iter()
+            .filter(|op| op.owner_references().iter().any(|owner| owner.uid == uid))
+            .collect(),
+    };
     let children: Vec<Child> = owned.iter().map(Child::from).collect();
     let mut key = Key::read(apply, &namespace, context).await?;
     let mut facts = ApplyFacts {
@@ -130,13 +136,13 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         && settled_and_recorded(apply, &projected, &children)
         && key.next_write(projected.phase, deleting) == KeyWrite::Keep
     {
-        context.leases.release(&uid);
+        let_go(context, &uid);
         return Ok(Action::await_change());
     }
-    if context.leases.acquire(apply).await?.is_none() {
+    let Some(mut held_until) = context.leases.acquire(apply).await? else {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
-    }
+    };
     let lease = LeaseState::Held;
     let requeue_after;
 
@@ -183,7 +189,9 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
-        if !plan.writes.is_empty() && !still_held(context, &namespace, &uid).await? {
+        if !plan.writes.is_empty()
+            && !still_held(context, &namespace, &uid, &mut held_until).await?
+        {
             info!("lease lost before the operation writes; not writing");
             return Ok(Action::requeue(LEASE_RETRY));
         }
@@ -219,7 +227,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         StatusWrite::Unchanged => {}
         StatusWrite::After(wait) => flush_after = Some(wait),
         StatusWrite::Now => {
-            if !still_held(context, &namespace, &uid).await? {
+            if !still_held(context, &namespace, &uid, &mut held_until).await? {
                 info!("lease lost before the status write; not writing");
                 return Ok(Action::requeue(LEASE_RETRY));
             }
@@ -247,14 +255,12 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     let running = children.iter().any(|child| child.status.phase == OperationPhase::Running);
     if deleting && !running {
         remove_finalizer(apply, &namespace, context).await?;
-        context.leases.release(&uid);
-        context.status_writes.forget(&uid);
+        let_go(context, &uid);
         return Ok(Action::await_change());
     }
     let settled = status.phase.is_some_and(|phase| phase.is_terminal()) && !running;
     if settled && flush_after.is_none() {
-        context.leases.release(&uid);
-        context.status_writes.forget(&uid);
+        let_go(context, &uid);
         return Ok(Action::await_change());
     }
     let wait = match (running, requeue_after) {
@@ -270,11 +276,34 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
     Ok(Action::requeue(flush_after.map_or(wait, |flush| flush.min(wait))))
 }
 
-/// Whether the lease is still this replica's, by a fresh read. The expiry read earlier is not
-/// enough: a release by this replica's previous manager may still be in flight, and once it lands
-/// another replica may take the lease at once.
-async fn still_held(context: &Context, namespace: &str, uid: &str) -> Result<bool> {
-    Ok(context.leases.check(namespace, uid).await?.is_some())
+/// Stops driving a settled or deleted Apply: its lease is released and what this replica kept
+/// for it is dropped.
+fn let_go(context: &Context, uid: &str) {
+    context.leases.release(uid);
+    context.status_writes.forget(uid);
+    context.children.forget(uid);
+}
+
+/// Whether the lease is still this replica's: known without a read while the expiry read
+/// earlier is comfortably ahead (no other replica takes a lease before it expires, and
+/// `ApplyLeases::acquire` lets a released lease's release land before reading it), read again
+/// (and `until` moved) when it is close.
+async fn still_held(
+    context: &Context,
+    namespace: &str,
+    uid: &str,
+    until: &mut Timestamp,
+) -> Result<bool> {
+    if Timestamp::now() + LEASE_MARGIN < *until {
+        return Ok(true);
+    }
+    match context.leases.check(namespace, uid).await? {
+        Some(renewed) => {
+            *until = renewed;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// The Apply's idempotency key, as read at the start of a reconcile.
@@ -535,6 +564,8 @@ async fn write_plan(
             match result {
                 Ok(Some(written)) => {
                     made[position] = true;
+                    let owner = apply.metadata.uid.as_deref().unwrap_or_default();
+                    context.children.wrote(owner, latest.get(&written.spec.index), &written);
                     latest.insert(written.spec.index, written);
                 }
                 Ok(None) => {}

@@ -5,6 +5,7 @@
 //! does not also hold, except which runs this replica already dispatched.
 
 mod apply;
+mod children;
 mod keys;
 
 pub use apply::FINALIZER;
@@ -18,10 +19,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use self::children::Children;
 use crate::crd::{Apply, InventoryEntry, Operation};
 use crate::engine::{DispatchError, Engine};
 use crate::lease::{ApplyLeases, LeaseTiming};
@@ -71,6 +73,8 @@ pub struct Context {
     pub runs: Runs,
     /// When this replica last wrote each Apply's status, to pace progress-only updates.
     pub status_writes: StatusWrites,
+    /// The Operations of each Apply, from the watch cache and this replica's own writes.
+    pub children: Children,
 }
 
 /// When this replica last wrote the status of each Apply, by uid. Only paces writes: after a
@@ -182,6 +186,20 @@ pub async fn run(settings: Settings) -> Result<()> {
         }
     });
 
+    let (applies, operations): (Api<Apply>, Api<Operation>) = match &settings.namespace {
+        Some(namespace) => {
+            (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))
+        }
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // The Operation watch both wakes their Apply and fills the cache reconciles read from
+    // (without managed fields, which nothing here reads).
+    let (operation_store, operation_cache) = reflector::store();
+    let operation_events = watcher(operations, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|op| kube::ResourceExt::managed_fields_mut(op).clear())
+        .reflect(operation_cache)
+        .touched_objects();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let reporter =
         Reporter { controller: "baton".into(), instance: Some(settings.identity.clone()) };
@@ -198,17 +216,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         metrics,
         runs: Runs::default(),
         status_writes: StatusWrites::default(),
+        children: Children::new(operation_store),
         settings: settings.clone(),
         client: client.clone(),
     });
-    let (applies, operations): (Api<Apply>, Api<Operation>) = match &settings.namespace {
-        Some(namespace) => {
-            (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))
-        }
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
     let controller = Controller::new(applies, watcher::Config::default().any_semantic())
-        .owns(operations, watcher::Config::default().any_semantic())
+        .owns_stream(operation_events)
         .reconcile_on(UnboundedReceiverStream::new(woken))
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let store = controller.store();

@@ -1,0 +1,202 @@
+//! The Operations of an Apply, read from the controller's watch cache instead of a list per
+//! pass, overlaid with this replica's own writes the cache has not caught up with yet.
+//!
+//! The overlay is exact, not a guess: each write remembers the `resourceVersion` it replaced.
+//! While the cache still shows that version, the written object is newer; once the cache shows
+//! anything else (the write itself, or someone's later write), the cache is. A stale read can
+//! therefore only come from another writer, and every Operation write is a compare-and-swap, so
+//! it ends in a conflict and a fresh decision, never in a lost update.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures::FutureExt;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+
+use crate::crd::{Apply, Operation};
+
+/// One of this replica's writes, until the cache shows it or something newer.
+struct Written {
+    /// The Apply that owns the Operation.
+    owner: String,
+    /// The `resourceVersion` the write replaced (`None`: the write created the Operation).
+    replaced: Option<String>,
+    /// What the API server returned.
+    object: Operation,
+}
+
+/// Operations by owner, from the watch cache plus this replica's recent writes.
+pub struct Children {
+    store: Store<Operation>,
+    /// By Operation uid.
+    written: Mutex<HashMap<String, Written>>,
+}
+
+impl Children {
+    /// Children read from `store`, the reflector behind the controller's Operation watch.
+    pub fn new(store: Store<Operation>) -> Self {
+        Children { store, written: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The Operations `apply` owns, or `None` while the cache has not finished its first list
+    /// (the caller lists instead).
+    pub fn of(&self, apply: &Apply) -> Option<Vec<Operation>> {
+        let owner = apply.uid()?;
+        self.store.wait_until_ready().now_or_never()?.ok()?;
+        let namespace = apply.namespace();
+        let mut children: HashMap<String, Operation> = self
+            .store
+            .state()
+            .iter()
+            .filter(|op| op.namespace() == namespace)
+            .filter(|op| op.owner_references().iter().any(|reference| reference.uid == owner))
+            .filter_map(|op| Some((op.uid()?, op.as_ref().clone())))
+            .collect();
+        self.lock().retain(|uid, written| {
+            if written.owner != owner {
+                return true;
+            }
+            let cached = children.get(uid).map(ResourceExt::resource_version);
+            match (cached, &written.replaced) {
+                // The cache is still behind this write.
+                (Some(cached), Some(replaced)) if cached.as_ref() == Some(replaced) => {
+                    children.insert(uid.clone(), written.object.clone());
+                    true
+                }
+                (None, None) => {
+                    children.insert(uid.clone(), written.object.clone());
+                    true
+                }
+                // The cache shows this write or a later one, or the Operation is gone.
+                _ => false,
+            }
+        });
+        Some(children.into_values().collect())
+    }
+
+    /// Remembers a write until the cache shows it: `before` is the object it replaced.
+    pub fn wrote(&self, owner: &str, before: Option<&Operation>, after: &Operation) {
+        let Some(uid) = after.uid() else { return };
+        let written = Written {
+            owner: owner.to_owned(),
+            replaced: before.and_then(ResourceExt::resource_version),
+            object: after.clone(),
+        };
+        self.lock().insert(uid, written);
+    }
+
+    /// Forgets the writes for an Apply that settled or is gone.
+    pub fn forget(&self, owner: &str) {
+        self.lock().retain(|_, written| written.owner != owner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::ObjectMeta;
+    use kube::runtime::reflector::{self, store::Writer};
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::crd::{OperationSpec, OperationStatus, Target};
+
+    fn apply() -> Apply {
+        let mut apply =
+            Apply::new("app", crate::lifecycle::fixtures::spec(1, Default::default(), 1));
+        apply.metadata.namespace = Some("ns".into());
+        apply.metadata.uid = Some("apply-uid".into());
+        apply
+    }
+
+    fn op(name: &str, version: &str, attempt: u32) -> Operation {
+        let owner = kube::Resource::controller_owner_ref(&apply(), &()).expect("an owner");
+        Operation {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("{name}-uid")),
+                resource_version: Some(version.into()),
+                owner_references: Some(vec![owner]),
+                ..ObjectMeta::default()
+            },
+            spec: OperationSpec {
+                index: 0,
+                name: name.into(),
+                target: Target { namespace: "ns".into(), cluster: None },
+                manifests: Vec::new(),
+                timeout: "1m".into(),
+            },
+            status: Some(OperationStatus { attempt, ..OperationStatus::default() }),
+        }
+    }
+
+    fn ready() -> (Children, Writer<Operation>) {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        (Children::new(store), writer)
+    }
+
+    fn versions(children: &Children) -> Vec<String> {
+        let mut seen: Vec<String> = children
+            .of(&apply())
+            .expect("a ready cache")
+            .iter()
+            .map(|op| format!("{}@{}", op.name_any(), op.resource_version().unwrap_or_default()))
+            .collect();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn a_cache_that_has_not_listed_yet_is_not_read() {
+        let (store, _writer) = reflector::store::<Operation>();
+        assert!(Children::new(store).of(&apply()).is_none());
+    }
+
+    #[test]
+    fn own_writes_stand_in_until_the_cache_shows_them() {
+        let (children, mut writer) = ready();
+        writer.apply_watcher_event(&Event::Apply(op("a", "1", 0)));
+        children.wrote("apply-uid", Some(&op("a", "1", 0)), &op("a", "2", 1));
+        assert_eq!(versions(&children), ["a@2"], "the cache is behind the write");
+        writer.apply_watcher_event(&Event::Apply(op("a", "2", 1)));
+        assert_eq!(versions(&children), ["a@2"]);
+        // Caught up: the overlay is gone, and a later write by someone else shows.
+        writer.apply_watcher_event(&Event::Apply(op("a", "3", 1)));
+        assert_eq!(versions(&children), ["a@3"]);
+    }
+
+    #[test]
+    fn someone_elses_later_write_wins_over_an_own_write() {
+        let (children, mut writer) = ready();
+        children.wrote("apply-uid", Some(&op("a", "1", 0)), &op("a", "2", 1));
+        writer.apply_watcher_event(&Event::Apply(op("a", "5", 2)));
+        assert_eq!(versions(&children), ["a@5"]);
+    }
+
+    #[test]
+    fn a_created_operation_shows_before_the_cache_has_it_and_a_deleted_one_goes() {
+        let (children, mut writer) = ready();
+        children.wrote("apply-uid", None, &op("b", "7", 0));
+        assert_eq!(versions(&children), ["b@7"]);
+        writer.apply_watcher_event(&Event::Apply(op("a", "1", 0)));
+        children.wrote("apply-uid", Some(&op("a", "1", 0)), &op("a", "2", 1));
+        writer.apply_watcher_event(&Event::Delete(op("a", "1", 0)));
+        assert_eq!(versions(&children), ["b@7"], "a deleted Operation is not brought back");
+    }
+
+    #[test]
+    fn other_applies_children_are_not_read() {
+        let (children, mut writer) = ready();
+        let mut foreign = op("x", "1", 0);
+        foreign.metadata.owner_references = None;
+        writer.apply_watcher_event(&Event::Apply(foreign));
+        assert!(versions(&children).is_empty());
+    }
+}
