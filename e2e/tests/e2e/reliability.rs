@@ -212,11 +212,14 @@ async fn racing_replicas_never_double_claim_and_take_over_in_time() {
     let mut replicas =
         [Operator::start(&world.client, &ns).await, Operator::start(&world.client, &ns).await];
     // Slow rollouts keep Applies active long enough to kill replicas that hold them.
-    let _kubelet = Background::start(world.client.clone(), ns.clone(), Duration::from_secs(2));
+    let _kubelet = Background::start(world.client.clone(), ns.clone(), Duration::from_secs(3));
     for index in 0..50 {
         let name = format!("r{index}");
-        let ops =
-            vec![("a", deployment(&format!("{name}-a"))), ("b", config_map(&format!("{name}-b")))];
+        let ops = vec![
+            ("a", deployment(&format!("{name}-a"))),
+            ("b", deployment(&format!("{name}-b"))),
+            ("c", config_map(&format!("{name}-c"))),
+        ];
         world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     }
     // Lease holders by lease name and Apply uid, sampled every 100 ms: (time, lease, holder).
