@@ -34,7 +34,7 @@ struct RunArgs {
     #[arg(long, env = "BATON_DEFAULT_SERVICE_ACCOUNT", default_value = "default")]
     default_service_account: String,
     /// How often the health of running operations is checked, in seconds.
-    #[arg(long, env = "BATON_HEALTH_POLL_SECONDS", default_value_t = 1.0)]
+    #[arg(long, env = "BATON_HEALTH_POLL_SECONDS", default_value_t = 0.5)]
     health_poll_seconds: f64,
     /// Apply lease duration, in seconds: how long a crashed replica's Applies wait for a successor.
     #[arg(long, env = "BATON_LEASE_DURATION_SECONDS", default_value_t = 15)]

@@ -45,7 +45,7 @@ const OBSERVE_CONCURRENCY: usize = 16;
 /// `lifecycle::status_write`); anything else is written at once.
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// How many independent Operation writes are made at once.
-const WRITE_CONCURRENCY: usize = 16;
+const WRITE_CONCURRENCY: usize = 32;
 /// How soon to look again while another Apply holds the idempotency key.
 const KEY_RETRY: Duration = Duration::from_secs(2);
 /// Held from an Apply's first claim until deleting it has stopped what runs and released its
