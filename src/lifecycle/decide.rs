@@ -241,7 +241,12 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
 
     running_checks(observed, &mut working, &mut plan);
     if !facts.stopping() {
-        for position in 0..working.len() {
+        // A stop withdrawn before it reached every running operation (a write failed) resumes
+        // once those have ended: stopped operations back to Pending under a Running one would
+        // have the window out of order. As read, not as planned: a finish planned in this pass
+        // may still fail.
+        let running = observed.children.iter().any(|c| c.status.phase == OperationPhase::Running);
+        for position in (0..working.len()).filter(|_| !running) {
             if let Ok(next) = transitions::resume(&working[position].status, now) {
                 record(&mut working, &mut plan, position, WriteKind::Resume, next, None);
             }

@@ -16,6 +16,10 @@ const REPLICAS: [&str; 3] = ["replica-0", "replica-1", "replica-2"];
 enum Event {
     /// The lease holder reconciles.
     Reconcile,
+    /// The lease holder reconciles, but the writes whose position (mod 32) is set in the mask
+    /// fail (a conflict, an unreachable API server); the rest go through as the reconciler
+    /// makes them: batch by batch, stopping after the first batch with a failure.
+    ReconcileCutShort(u32),
     /// A replica without the lease reconciles.
     ReconcileWithoutLease,
     /// The kubelet reports on the applied objects of operation `n % len`.
@@ -45,6 +49,7 @@ fn event() -> impl Strategy<Value = Event> {
     ];
     prop_oneof![
         6 => Just(Event::Reconcile),
+        2 => any::<u32>().prop_map(Event::ReconcileCutShort),
         1 => Just(Event::ReconcileWithoutLease),
         5 => (0usize..8, health).prop_map(|(n, h)| Event::Report(n, h)),
         1 => any::<bool>().prop_map(Event::SetStop),
@@ -94,19 +99,40 @@ impl World {
     /// The in-memory API server: every write goes through.
     fn write(&mut self, plan: &Plan) {
         for write in &plan.writes {
-            match write {
-                OperationWrite::Create { index, name } => self.children.push(Child {
-                    name: name.clone(),
-                    index: *index,
-                    status: OperationStatus::default(),
-                }),
-                OperationWrite::Status { index, name, status, .. } => {
-                    if let Some(child) = self.children.iter_mut().find(|c| c.index == *index) {
-                        child.status = (**status).clone();
-                    }
-                    // A new run, or its end, starts the kubelet's report afresh.
-                    self.health.remove(name);
+            self.write_one(write);
+        }
+    }
+
+    /// Writes as the reconciler does when the writes in `failing` fail.
+    fn write_cut_short(&mut self, plan: &Plan, failing: u32) {
+        for batch in plan.batches() {
+            let mut complete = true;
+            for position in batch {
+                if failing & (1 << (position % 32)) != 0 {
+                    complete = false;
+                } else {
+                    self.write_one(&plan.writes[position]);
                 }
+            }
+            if !complete {
+                break;
+            }
+        }
+    }
+
+    fn write_one(&mut self, write: &OperationWrite) {
+        match write {
+            OperationWrite::Create { index, name } => self.children.push(Child {
+                name: name.clone(),
+                index: *index,
+                status: OperationStatus::default(),
+            }),
+            OperationWrite::Status { index, name, status, .. } => {
+                if let Some(child) = self.children.iter_mut().find(|c| c.index == *index) {
+                    child.status = (**status).clone();
+                }
+                // A new run, or its end, starts the kubelet's report afresh.
+                self.health.remove(name);
             }
         }
     }
@@ -122,6 +148,10 @@ impl World {
                 let plan = self.decide_as(REPLICAS[self.holder], LeaseState::Held);
                 self.write(&plan);
                 check_reconcile(&self.spec, &before, &self.children, &plan)?;
+            }
+            Event::ReconcileCutShort(failing) => {
+                let plan = self.decide_as(REPLICAS[self.holder], LeaseState::Held);
+                self.write_cut_short(&plan, *failing);
             }
             Event::ReconcileWithoutLease => {
                 let other = REPLICAS[(self.holder + 1) % REPLICAS.len()];

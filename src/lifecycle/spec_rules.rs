@@ -629,3 +629,17 @@ fn claims_and_dismissals_are_written_one_at_a_time_the_rest_side_by_side() {
     assert!(!WriteKind::Stop.ordered() && !WriteKind::Resume.ordered());
     assert!(WriteKind::Claim.ordered() && WriteKind::Dismiss.ordered());
 }
+
+#[test]
+fn a_stop_withdrawn_before_it_reached_a_running_operation_resumes_once_that_one_ends() {
+    // The stop reached `a` and `b`, not `c` (its write failed), and was withdrawn.
+    let spec = spec(4, FailurePolicy::Halt, 3);
+    let statuses = vec![stopped(1), stopped(1), mine(1), stopped(0)];
+    let waiting = plan(&spec, statuses.clone());
+    assert!(writes(&waiting).is_empty(), "no resume under a running operation: {waiting:?}");
+    let mut ended = statuses;
+    ended[2] = succeeded(1);
+    let resumed: Vec<_> = writes(&plan(&spec, ended)).into_iter().map(|(n, k, _)| (n, k)).collect();
+    assert!(resumed.contains(&("a".into(), WriteKind::Resume)), "{resumed:?}");
+    assert!(resumed.contains(&("d".into(), WriteKind::Resume)), "{resumed:?}");
+}
