@@ -36,9 +36,6 @@ use crate::{Error, Result};
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
-/// Writes stop this long before the lease would expire unless renewed: room for clock skew
-/// between replicas and for the write itself.
-const LEASE_MARGIN: SignedDuration = SignedDuration::from_secs(1);
 /// How many running operations of one Apply are applied and checked at once.
 const OBSERVE_CONCURRENCY: usize = 16;
 /// How often a change of progress alone is written to the parent status (see
@@ -139,10 +136,10 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         let_go(context, &uid);
         return Ok(Action::await_change());
     }
-    let Some(mut held_until) = context.leases.acquire(apply).await? else {
+    if context.leases.acquire(apply).await?.is_none() {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
-    };
+    }
     let lease = LeaseState::Held;
     let requeue_after;
 
@@ -189,9 +186,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
-        if !plan.writes.is_empty()
-            && !still_held(context, &namespace, &uid, &mut held_until).await?
-        {
+        if !plan.writes.is_empty() && !still_held(context, &namespace, &uid).await? {
             info!("lease lost before the operation writes; not writing");
             return Ok(Action::requeue(LEASE_RETRY));
         }
@@ -227,7 +222,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         StatusWrite::Unchanged => {}
         StatusWrite::After(wait) => flush_after = Some(wait),
         StatusWrite::Now => {
-            if !still_held(context, &namespace, &uid, &mut held_until).await? {
+            if !still_held(context, &namespace, &uid).await? {
                 info!("lease lost before the status write; not writing");
                 return Ok(Action::requeue(LEASE_RETRY));
             }
@@ -284,26 +279,11 @@ fn let_go(context: &Context, uid: &str) {
     context.children.forget(uid);
 }
 
-/// Whether the lease is still this replica's: known without a read while the expiry read
-/// earlier is comfortably ahead (no other replica takes a lease before it expires, and
-/// `ApplyLeases::acquire` lets a released lease's release land before reading it), read again
-/// (and `until` moved) when it is close.
-async fn still_held(
-    context: &Context,
-    namespace: &str,
-    uid: &str,
-    until: &mut Timestamp,
-) -> Result<bool> {
-    if Timestamp::now() + LEASE_MARGIN < *until {
-        return Ok(true);
-    }
-    match context.leases.check(namespace, uid).await? {
-        Some(renewed) => {
-            *until = renewed;
-            Ok(true)
-        }
-        None => Ok(false),
-    }
+/// Whether the lease is still this replica's, by a fresh read. The expiry read at the start of
+/// the pass is not enough: a competing replica's lease manager that believes the lease expired
+/// (from its own earlier read) clears it without looking again, and may then take it at once.
+async fn still_held(context: &Context, namespace: &str, uid: &str) -> Result<bool> {
+    Ok(context.leases.check(namespace, uid).await?.is_some())
 }
 
 /// The Apply's idempotency key, as read at the start of a reconcile.
