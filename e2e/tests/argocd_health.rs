@@ -3,104 +3,17 @@
 //! script cannot drift from what the operator writes; and they check that the copy embedded in
 //! `config/argocd/argocd-cm.yaml` is the same script.
 
-use baton::crd::{
-    Apply, ApplyPhase, ApplySpec, ApplyStatus, DedupOn, FailurePolicy, OperationEntry,
-    OperationPhase, OperationStatus, Target,
+use baton::crd::{Apply, ApplyPhase, ApplySpec, ApplyStatus, FailurePolicy, OperationStatus};
+use baton::lifecycle::fixtures::{
+    at, children, failed, pending, running, spec, stopped, succeeded,
 };
-use baton::lifecycle::{ApplyFacts, Child, Idempotency, project};
+use baton::lifecycle::{ApplyFacts, Idempotency, project};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 
 use baton_e2e::argocd::{HEALTH_KEY, Health, argocd_dir, health_of_json, health_script};
 
 fn health_of(apply: &Apply) -> Health {
     health_of_json(&serde_json::to_value(apply).expect("the Apply serializes"))
-}
-
-// ---- builders, after src/lifecycle/fixtures.rs (private to the crate) ----
-
-/// A fixed instant `seconds` after an arbitrary epoch, so the tests never read the clock.
-fn at(seconds: i64) -> Timestamp {
-    Timestamp::from_second(1_800_000_000 + seconds).expect("a valid test instant")
-}
-
-fn op_name(index: usize) -> String {
-    char::from(b'a' + u8::try_from(index % 26).expect("small index")).to_string()
-}
-
-fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySpec {
-    ApplySpec {
-        operations: (0..count)
-            .map(|index| OperationEntry {
-                name: op_name(index),
-                target: Target { namespace: format!("ns-{index}"), cluster: None },
-                manifests: Some(vec![serde_json::json!({
-                    "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}
-                })]),
-                timeout: "10m".to_owned(),
-            })
-            .collect(),
-        template: None,
-        on_failure: policy,
-        max_concurrent,
-        stop: false,
-        dismiss_error: None,
-        service_account_name: None,
-        idempotency_key: None,
-        dedup_on: DedupOn::Success,
-    }
-}
-
-fn op(phase: OperationPhase, attempt: u32) -> OperationStatus {
-    OperationStatus { phase, attempt, ..OperationStatus::default() }
-}
-
-fn pending() -> OperationStatus {
-    op(OperationPhase::Pending, 0)
-}
-
-fn running() -> OperationStatus {
-    OperationStatus {
-        started_at: Some(Time(at(0))),
-        first_started_at: Some(Time(at(0))),
-        ..op(OperationPhase::Running, 1)
-    }
-}
-
-fn succeeded() -> OperationStatus {
-    OperationStatus {
-        started_at: Some(Time(at(0))),
-        first_started_at: Some(Time(at(0))),
-        completed_at: Some(Time(at(1))),
-        ..op(OperationPhase::Succeeded, 1)
-    }
-}
-
-fn failed() -> OperationStatus {
-    OperationStatus {
-        started_at: Some(Time(at(0))),
-        first_started_at: Some(Time(at(0))),
-        completed_at: Some(Time(at(1))),
-        reason: Some("Unhealthy".to_owned()),
-        message: Some("Job `migrate` in `shop`: BackoffLimitExceeded".to_owned()),
-        ..op(OperationPhase::Failed, 1)
-    }
-}
-
-fn stopped() -> OperationStatus {
-    OperationStatus { stopped_at: Some(Time(at(1))), ..op(OperationPhase::Stopped, 1) }
-}
-
-fn children(statuses: Vec<OperationStatus>) -> Vec<Child> {
-    statuses
-        .into_iter()
-        .enumerate()
-        .map(|(index, status)| Child {
-            name: op_name(index),
-            index: u32::try_from(index).expect("small index"),
-            status,
-        })
-        .collect()
 }
 
 /// An Apply at `generation` whose status is what baton projects from `spec` and `statuses`.
@@ -166,7 +79,7 @@ fn running_is_progressing() {
     let apply = projected(
         spec(2, FailurePolicy::Halt, 1),
         Idempotency::NotRequired,
-        vec![running(), pending()],
+        vec![running("baton-0", 1), pending(0)],
         1,
     );
     let health = assert_health(&apply, ApplyPhase::Running, "Progressing");
@@ -179,7 +92,7 @@ fn running_degraded_under_continue_stays_progressing_and_says_so() {
     let apply = projected(
         spec(3, FailurePolicy::Continue, 2),
         Idempotency::NotRequired,
-        vec![failed(), running(), pending()],
+        vec![failed(1), running("baton-0", 1), pending(0)],
         1,
     );
     assert!(condition_is_true(&apply, "Degraded"), "the projection sets Degraded=True");
@@ -196,7 +109,7 @@ fn running_degraded_without_a_message_still_names_the_failure() {
     let mut apply = projected(
         spec(3, FailurePolicy::Continue, 2),
         Idempotency::NotRequired,
-        vec![failed(), running(), pending()],
+        vec![failed(1), running("baton-0", 1), pending(0)],
         1,
     );
     apply.status.as_mut().expect("a status").message.clear();
@@ -210,7 +123,7 @@ fn paused_after_a_failure_is_suspended() {
     let apply = projected(
         spec(2, FailurePolicy::Pause, 1),
         Idempotency::NotRequired,
-        vec![failed(), pending()],
+        vec![failed(1), pending(0)],
         1,
     );
     let health = assert_health(&apply, ApplyPhase::Paused, "Suspended");
@@ -223,7 +136,7 @@ fn succeeded_is_healthy() {
     let apply = projected(
         spec(2, FailurePolicy::Halt, 1),
         Idempotency::NotRequired,
-        vec![succeeded(), succeeded()],
+        vec![succeeded(1), succeeded(1)],
         1,
     );
     let health = assert_health(&apply, ApplyPhase::Succeeded, "Healthy");
@@ -235,7 +148,7 @@ fn failed_under_halt_is_degraded() {
     let apply = projected(
         spec(2, FailurePolicy::Halt, 1),
         Idempotency::NotRequired,
-        vec![failed(), pending()],
+        vec![failed(1), pending(0)],
         1,
     );
     let health = assert_health(&apply, ApplyPhase::Failed, "Degraded");
@@ -251,8 +164,12 @@ fn failed_under_halt_is_degraded() {
 fn stopped_is_suspended() {
     let mut stopping = spec(3, FailurePolicy::Halt, 1);
     stopping.stop = true;
-    let apply =
-        projected(stopping, Idempotency::NotRequired, vec![succeeded(), stopped(), stopped()], 2);
+    let apply = projected(
+        stopping,
+        Idempotency::NotRequired,
+        vec![succeeded(1), stopped(1), stopped(1)],
+        2,
+    );
     let health = assert_health(&apply, ApplyPhase::Stopped, "Suspended");
     assert_eq!(health.message, "stopped: 1/3 succeeded, 2 stopped; set spec.stop: false to resume");
 }
@@ -292,7 +209,7 @@ fn lagging_observed_generation_is_progressing_whatever_the_phase() {
     let mut apply = projected(
         spec(2, FailurePolicy::Halt, 1),
         Idempotency::NotRequired,
-        vec![succeeded(), succeeded()],
+        vec![succeeded(1), succeeded(1)],
         1,
     );
     apply.metadata.generation = Some(2);
@@ -311,7 +228,7 @@ fn unknown_phase_is_unknown() {
     let apply = projected(
         spec(2, FailurePolicy::Halt, 1),
         Idempotency::NotRequired,
-        vec![running(), pending()],
+        vec![running("baton-0", 1), pending(0)],
         1,
     );
     let mut object = serde_json::to_value(&apply).expect("the Apply serializes");

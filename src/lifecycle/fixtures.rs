@@ -18,10 +18,12 @@ fn status(phase: OperationPhase, attempt: u32) -> OperationStatus {
     OperationStatus { phase, attempt, ..OperationStatus::default() }
 }
 
+/// `Pending`, after `attempt` runs.
 pub fn pending(attempt: u32) -> OperationStatus {
     status(OperationPhase::Pending, attempt)
 }
 
+/// `Running`, claimed by `holder`.
 pub fn running(holder: &str, attempt: u32) -> OperationStatus {
     OperationStatus {
         claim: Some(Claim { holder: holder.to_owned(), at: Time(at(0)) }),
@@ -31,6 +33,7 @@ pub fn running(holder: &str, attempt: u32) -> OperationStatus {
     }
 }
 
+/// `Succeeded` on `attempt`.
 pub fn succeeded(attempt: u32) -> OperationStatus {
     OperationStatus {
         completed_at: Some(Time(at(1))),
@@ -40,10 +43,12 @@ pub fn succeeded(attempt: u32) -> OperationStatus {
     }
 }
 
+/// `Failed` (a Job's backoff limit) on `attempt`.
 pub fn failed(attempt: u32) -> OperationStatus {
     failed_with(attempt, "Unhealthy", "Job `migrate` in `shop`: BackoffLimitExceeded")
 }
 
+/// `Failed` with `reason` and `message`.
 pub fn failed_with(attempt: u32, reason: &str, message: &str) -> OperationStatus {
     OperationStatus {
         completed_at: Some(Time(at(1))),
@@ -55,6 +60,7 @@ pub fn failed_with(attempt: u32, reason: &str, message: &str) -> OperationStatus
     }
 }
 
+/// `Stopped` after `attempt` runs.
 pub fn stopped(attempt: u32) -> OperationStatus {
     OperationStatus { stopped_at: Some(Time(at(1))), ..status(OperationPhase::Stopped, attempt) }
 }

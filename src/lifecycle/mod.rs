@@ -14,8 +14,9 @@ mod pacing;
 mod project;
 mod transitions;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
+/// Builders for tests of the lifecycle and of what consumes its projection.
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
