@@ -141,13 +141,14 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
         return Ok(Action::requeue(LEASE_RETRY));
     }
     let lease = LeaseState::Held;
+    let mut finalized = has_finalizer(apply);
     let requeue_after;
 
     // the key is taken (or renewed) before deciding, so the claim gate can open in this pass
     let before = key.next_write(projected.phase, deleting);
     if matches!(before, KeyWrite::Take | KeyWrite::Renew) {
         // Holding a key is something deleting the Apply must undo: the finalizer comes first.
-        if !ensure_finalizer(apply, &namespace, context).await? {
+        if !ensure_finalizer(apply, &namespace, context, &mut finalized).await? {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         if !key.write(&before).await? {
@@ -182,7 +183,7 @@ async fn reconcile_inner(apply: &Apply, context: &Context) -> Result<Action> {
             .iter()
             .any(|write| matches!(write, OperationWrite::Status { kind: WriteKind::Claim, .. }));
         // From the first claim on, deleting the Apply first stops what runs.
-        if claims && !ensure_finalizer(apply, &namespace, context).await? {
+        if claims && !ensure_finalizer(apply, &namespace, context, &mut finalized).await? {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
@@ -404,12 +405,19 @@ async fn set_finalizer(
     }
 }
 
-/// Adds the finalizer if it is missing; `false` when the Apply changed meanwhile (re-read).
-async fn ensure_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<bool> {
-    if has_finalizer(apply) {
-        return Ok(true);
+/// Adds the finalizer unless `present` says it is there; `false` when the Apply changed
+/// meanwhile (re-read). `present` follows the write, so a second call in the same pass neither
+/// writes again nor trips over the `resourceVersion` the first one changed.
+async fn ensure_finalizer(
+    apply: &Apply,
+    namespace: &str,
+    context: &Context,
+    present: &mut bool,
+) -> Result<bool> {
+    if !*present {
+        *present = set_finalizer(apply, namespace, context, true).await?;
     }
-    set_finalizer(apply, namespace, context, true).await
+    Ok(*present)
 }
 
 async fn remove_finalizer(apply: &Apply, namespace: &str, context: &Context) -> Result<()> {
