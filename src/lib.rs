@@ -28,7 +28,7 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A call to the API server failed.
+    /// A call to the API server failed (transient or not: the source says).
     #[error("{context}: {source}")]
     Kube {
         /// What baton was doing, naming the object.
@@ -47,9 +47,18 @@ pub enum Error {
     /// The cluster configuration could not be loaded.
     #[error("loading the cluster configuration: {0}")]
     Config(String),
-    /// An object read from the API server lacks something the API guarantees.
+    /// What a user wrote conflicts with what exists: an Operation name already taken by
+    /// another Apply, a dismissal with no error to dismiss. Retrying will not help until the
+    /// user changes something.
     #[error("{0}")]
-    Invalid(String),
+    Conflict(String),
+    /// An object the user named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// An object read from the API server lacks something the API guarantees (a namespace, a
+    /// uid) or contradicts itself.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 impl Error {
@@ -71,7 +80,9 @@ impl Error {
             Error::Kube { .. } => "kube",
             Error::Lease { .. } => "lease",
             Error::Config(_) => "config",
-            Error::Invalid(_) => "invalid",
+            Error::Conflict(_) => "conflict",
+            Error::NotFound(_) => "not_found",
+            Error::Malformed(_) => "malformed",
         }
     }
 }

@@ -43,7 +43,7 @@ impl Plugin {
     async fn get(&self, name: &str) -> Result<Apply> {
         match self.applies.get_opt(name).await {
             Ok(Some(apply)) => Ok(apply),
-            Ok(None) => Err(Error::Invalid(format!(
+            Ok(None) => Err(Error::NotFound(format!(
                 "apply `{name}` not found in namespace `{}`",
                 self.namespace
             ))),
@@ -86,7 +86,7 @@ impl Plugin {
     pub async fn dismiss(&self, name: &str, out: &mut impl Write) -> Result<()> {
         let apply = self.get(name).await?;
         let Some(error) = apply.status.and_then(|status| status.error) else {
-            return Err(Error::Invalid(format!("apply `{name}` has no error to dismiss")));
+            return Err(Error::Conflict(format!("apply `{name}` has no error to dismiss")));
         };
         self.patch_spec(name, json!({"dismissError": error.id})).await?;
         line(

@@ -29,6 +29,7 @@ fn projected(
             generation: Some(generation),
             created_at: Some(at(-100)),
             deleting: false,
+            finalizer: false,
             idempotency,
         },
         &children(statuses),

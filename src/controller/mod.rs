@@ -1,31 +1,35 @@
 //! The operator process: one kube-runtime `Controller` for `Apply` that owns `Operation` (so a
 //! child's change re-queues its parent) and is woken when an apply lease changes hands.
 //!
-//! Reconcilers read, decide with `lifecycle`, and write; they keep no state that the cluster
-//! does not also hold, except which runs this replica already dispatched.
+//! Reconcilers read, decide with `lifecycle`, and write. What a replica keeps in memory is only
+//! ever a shortcut the cluster can rebuild: the Operation watch cache and its own recent writes
+//! (`children`), the runs it dispatched and when it last wrote each status (`memory`), and the
+//! leases it competes for (`crate::lease`).
 
 mod apply;
 mod children;
 mod keys;
+mod memory;
 
 pub use apply::FINALIZER;
+pub use memory::{Dispatch, Runs, StatusWrites};
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use self::children::Children;
-use crate::crd::{Apply, InventoryEntry, Operation};
-use crate::engine::{DispatchError, Engine};
+use crate::crd::{Apply, Operation};
+use crate::engine::Engine;
 use crate::lease::{ApplyLeases, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::{Error, Result, admin};
@@ -77,74 +81,6 @@ pub struct Context {
     pub children: Children,
 }
 
-/// When this replica last wrote the status of each Apply, by uid. Only paces writes: after a
-/// restart it is empty and the next change is written at once.
-#[derive(Default)]
-pub struct StatusWrites(Mutex<HashMap<String, Instant>>);
-
-impl StatusWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// How long ago this replica last wrote the Apply's status.
-    pub fn since(&self, uid: &str) -> Option<Duration> {
-        self.lock().get(uid).map(Instant::elapsed)
-    }
-
-    /// Notes a status write now.
-    pub fn written(&self, uid: &str) {
-        self.lock().insert(uid.to_owned(), Instant::now());
-    }
-
-    /// Forgets a settled or deleted Apply.
-    pub fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
-    }
-}
-
-/// What this replica's dispatch of a run gave.
-#[derive(Clone, Debug)]
-pub enum Dispatch {
-    /// Every manifest was applied.
-    Applied(Vec<InventoryEntry>),
-    /// A manifest failed; the ones before it were applied.
-    Failed(DispatchError),
-}
-
-/// The runs this replica dispatched, by `(operation uid, attempt)`.
-#[derive(Default)]
-pub struct Runs(Mutex<HashMap<(String, u32), Dispatch>>);
-
-impl Runs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Dispatch>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The dispatch of a run, if this replica made it.
-    pub fn get(&self, run: &(String, u32)) -> Option<Dispatch> {
-        self.lock().get(run).cloned()
-    }
-
-    /// Records the dispatch of a run.
-    pub fn record(&self, run: (String, u32), dispatch: Dispatch) {
-        self.lock().insert(run, dispatch);
-    }
-
-    /// What the run applied, if this replica dispatched it.
-    pub fn inventory(&self, run: &(String, u32)) -> Option<Vec<InventoryEntry>> {
-        self.get(run).map(|dispatch| match dispatch {
-            Dispatch::Applied(inventory) => inventory,
-            Dispatch::Failed(failure) => failure.applied,
-        })
-    }
-
-    /// Forgets a run that ended.
-    pub fn forget(&self, run: &(String, u32)) {
-        self.lock().remove(run);
-    }
-}
-
 /// A random suffix, so two processes with the same pod name never share an identity.
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -178,13 +114,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         .map_err(|source| Error::Kube { context: "building the client".into(), source })?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let admin_state = admin::AdminState { metrics: metrics.clone(), ready: ready.clone() };
-    let admin_address = settings.admin_address;
-    tokio::spawn(async move {
-        if let Err(error) = admin::serve(admin_address, admin_state).await {
-            tracing::error!(%error, "admin server stopped");
-        }
-    });
+    serve_admin(&settings, &metrics, &ready);
 
     let (applies, operations): (Api<Apply>, Api<Operation>) = match &settings.namespace {
         Some(namespace) => {
@@ -224,33 +154,8 @@ pub async fn run(settings: Settings) -> Result<()> {
         .owns_stream(operation_events)
         .reconcile_on(UnboundedReceiverStream::new(woken))
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
-    let store = controller.store();
-    let sweeper = (store.clone(), context.clone());
-    tokio::spawn(async move {
-        let (store, context) = sweeper;
-        let mut every = tokio::time::interval(LEASE_SWEEP);
-        // The first tick is immediate, before the store is filled: skip it.
-        every.tick().await;
-        loop {
-            every.tick().await;
-            let live: std::collections::HashSet<String> =
-                store.state().iter().filter_map(|apply| apply.metadata.uid.clone()).collect();
-            context.leases.retain(|uid| live.contains(uid));
-        }
-    });
-    tokio::spawn(async move {
-        // Polled again and again: the store wakes only its most recent waiter, and the
-        // controller's own runner waits on it too.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(_)) => return,
-                Err(_) => continue,
-            }
-        }
-        ready.store(true, Ordering::Relaxed);
-        tracing::info!("caches synced; ready");
-    });
+    sweep_leases(controller.store(), context.clone());
+    report_ready(controller.store(), ready);
     tracing::info!(identity = %settings.identity, namespace = ?settings.namespace, "baton operator starting");
     controller
         .shutdown_on_signal()
@@ -272,13 +177,56 @@ pub async fn run(settings: Settings) -> Result<()> {
     Ok(())
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` in the background.
+fn serve_admin(settings: &Settings, metrics: &Arc<Metrics>, ready: &Arc<AtomicBool>) {
+    let state = admin::AdminState { metrics: metrics.clone(), ready: ready.clone() };
+    let address = settings.admin_address;
+    tokio::spawn(async move {
+        if let Err(error) = admin::serve(address, state).await {
+            tracing::error!(%error, "admin server stopped");
+        }
+    });
+}
+
+/// Stops, now and then, the lease managers of Applies that disappeared.
+fn sweep_leases(store: Store<Apply>, context: Arc<Context>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LEASE_SWEEP);
+        // The first tick is immediate, before the store is filled: skip it.
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let live: std::collections::HashSet<String> =
+                store.state().iter().filter_map(|apply| apply.metadata.uid.clone()).collect();
+            context.leases.retain(|uid| live.contains(uid));
+        }
+    });
+}
+
+/// Says ready once the Apply cache has listed everything.
+fn report_ready(store: Store<Apply>, ready: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        // Polled again and again: the store wakes only its most recent waiter, and the
+        // controller's own runner waits on it too.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
+        }
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
+    });
+}
+
 fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failed("apply", error);
     tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "reconcile failed; retrying");
     if error.is_too_large() {
         return Action::requeue(Duration::from_secs(300));
     }
-    if matches!(error, Error::Invalid(_)) {
+    if apply::is_permanent(error) {
         // Retrying will not fix what the user wrote; look again now and then, and on changes.
         return Action::requeue(Duration::from_secs(60));
     }

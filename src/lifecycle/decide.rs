@@ -9,23 +9,17 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::project::{ApplyFacts, carry_transition_times, first_error, last_dismissed, project};
+use super::facts::{ApplyFacts, LeaseState, Roster};
+use super::gate::claimable_in;
+use super::notes::Note;
+use super::project::{carry_transition_times, dismissal_rejection, project_roster};
 use super::transitions::{self, Outcome};
-use super::{Child, claimable, parse_duration};
+use super::{Child, parse_duration};
 use crate::crd::{
-    ApplyPhase, ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason,
+    ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason,
     OperationPhase, OperationStatus,
 };
 use crate::lifecycle::condition;
-
-/// Whether this replica holds the Apply's lease (SPEC.md section 6).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeaseState {
-    /// This replica holds it: it may claim and write.
-    Held,
-    /// Another replica holds it, or nobody does: write nothing.
-    NotHeld,
-}
 
 /// What the engine saw of a running operation's applied objects at this check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,50 +104,6 @@ pub enum OperationWrite {
     },
 }
 
-/// Something a user cares about, recorded as an Event on the Apply.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Note {
-    /// A new holder took over a running operation.
-    TakenOver { operation: String, attempt: u32, from: Option<String> },
-    /// An operation failed.
-    Failed { operation: String, attempt: u32, reason: FailureReason, message: String },
-    /// A running operation was stopped (its objects stay as far as they got). Pending siblings
-    /// are stopped without an Event each: `StopCompleted` counts them.
-    Stopped { operation: String },
-    /// The current error was dismissed; its failed operations will run again.
-    ErrorDismissed { id: String },
-    /// `spec.dismissError` named no current error; nothing changed.
-    DismissalIgnored { id: String, why: String },
-    /// A stop request took effect.
-    StopRequested,
-    /// Nothing runs any more after a stop.
-    StopCompleted,
-    /// The stop was withdrawn: stopped operations are pending again.
-    Resumed,
-    /// The Apply reached a terminal phase.
-    Settled { phase: ApplyPhase, message: String },
-}
-
-impl Note {
-    /// The operation the note is about, if any.
-    pub fn operation(&self) -> Option<&str> {
-        match self {
-            Note::TakenOver { operation, .. }
-            | Note::Failed { operation, .. }
-            | Note::Stopped { operation } => Some(operation),
-            _ => None,
-        }
-    }
-
-    /// The attempt the note is about, if any.
-    pub fn attempt(&self) -> Option<u32> {
-        match self {
-            Note::TakenOver { attempt, .. } | Note::Failed { attempt, .. } => Some(*attempt),
-            _ => None,
-        }
-    }
-}
-
 /// The outcome of [`decide`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
@@ -168,6 +118,9 @@ pub struct Plan {
     pub status: Option<ApplyStatus>,
     /// When to look again even if nothing changes (the nearest timeout).
     pub requeue_after: Option<Duration>,
+    /// baton's finalizer must be on the Apply before these writes: from the first claim on,
+    /// deleting the Apply must first stop what runs.
+    pub add_finalizer: bool,
 }
 
 impl OperationWrite {
@@ -207,6 +160,20 @@ impl Plan {
             None => complete.then_some(note),
         })
     }
+
+    /// Whether the pass decides again once these writes went through: a plan that only
+    /// creates the missing Operations is followed at once by the decision on what it created,
+    /// so the first claims need no second pass (and the parent no status in between).
+    pub fn decide_again(&self) -> bool {
+        !self.writes.is_empty()
+            && self.writes.iter().all(|write| matches!(write, OperationWrite::Create { .. }))
+    }
+
+    fn claims(&self) -> bool {
+        self.writes
+            .iter()
+            .any(|write| matches!(write, OperationWrite::Status { kind: WriteKind::Claim, .. }))
+    }
 }
 
 /// Decides one reconcile. Writes nothing unless this replica holds the lease.
@@ -215,83 +182,90 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         return Plan::default();
     }
     let facts = &observed.apply;
-    let spec = facts.spec;
-    let now = observed.now;
-
-    let missing: Vec<OperationWrite> = spec
-        .operations
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| {
-            !observed.children.iter().any(|c| usize::try_from(c.index).is_ok_and(|i| i == *index))
-        })
-        .map(|(index, entry)| OperationWrite::Create {
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-            name: entry.name.clone(),
-        })
+    let mut roster = Roster::new(facts.spec, observed.children);
+    let missing: Vec<OperationWrite> = roster
+        .missing()
+        .map(|slot| OperationWrite::Create { index: slot.index, name: slot.name.to_owned() })
         .collect();
     if !missing.is_empty() && !facts.deleting {
-        let status = settled_status(observed, observed.children);
+        let status = settled_status(observed, &roster);
         return Plan { writes: missing, status: Some(status), ..Plan::default() };
     }
 
-    let mut working: Vec<Child> = observed.children.to_vec();
-    working.sort_by_key(|child| child.index);
     let mut plan = Plan::default();
+    running_checks(observed, &mut roster, &mut plan);
+    if facts.stop_in_effect() {
+        stop_pending(observed, &mut roster, &mut plan);
+    } else {
+        resume_stopped(observed, &mut roster, &mut plan);
+        dismissal(observed, &mut roster, &mut plan);
+    }
+    claims(observed, &mut roster, &mut plan);
 
-    running_checks(observed, &mut working, &mut plan);
-    if !facts.stopping() {
-        // A stop withdrawn before it reached every running operation (a write failed) resumes
-        // once those have ended: stopped operations back to Pending under a Running one would
-        // have the window out of order. As read, not as planned: a finish planned in this pass
-        // may still fail.
-        let running = observed.children.iter().any(|c| c.status.phase == OperationPhase::Running);
-        for position in (0..working.len()).filter(|_| !running) {
-            if let Ok(next) = transitions::resume(&working[position].status, now) {
-                record(&mut working, &mut plan, position, WriteKind::Resume, next, None);
-            }
-        }
-        dismissal(observed, &mut working, &mut plan);
-    }
-    if facts.stopping() {
-        for position in 0..working.len() {
-            if working[position].status.phase == OperationPhase::Pending
-                && let Ok(next) = transitions::stop(&working[position].status, now)
-            {
-                record(&mut working, &mut plan, position, WriteKind::Stop, next, None);
-            }
-        }
-    }
-    if let Ok(indices) = claimable(facts, &working, observed.lease) {
-        for index in indices {
-            let Some(position) = working.iter().position(|child| child.index == index) else {
-                continue;
-            };
-            if let Ok(next) = transitions::claim(&working[position].status, observed.holder, now) {
-                record(&mut working, &mut plan, position, WriteKind::Claim, next, None);
-            }
-        }
-    }
-
-    let status = settled_status(observed, &working);
+    let status = settled_status(observed, &roster);
     for note in apply_notes(observed.previous, &status) {
         plan.notes.push(note);
         plan.note_writes.push(None);
     }
     plan.status = Some(status);
+    plan.add_finalizer = plan.claims() && !facts.finalizer;
     plan
 }
 
-/// The projection of `children`, with condition times carried over from the previous status.
-fn settled_status(observed: &Observed<'_>, children: &[Child]) -> ApplyStatus {
-    let mut status = project(&observed.apply, children);
+/// SPEC.md section 4, rule 2: every `Pending` operation becomes `Stopped`.
+fn stop_pending(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
+    for position in 0..roster.slots().len() {
+        let slot = &roster.slots()[position];
+        if slot.exists
+            && slot.status.phase == OperationPhase::Pending
+            && let Ok(next) = transitions::stop(&slot.status, observed.now)
+        {
+            record(roster, plan, position, WriteKind::Stop, next, None);
+        }
+    }
+}
+
+/// SPEC.md section 4, resume: `Stopped` operations go back to `Pending`. A stop withdrawn
+/// before it reached every running operation (a write failed) resumes once those have ended:
+/// stopped operations back to Pending under a Running one would have the window out of order.
+/// As read, not as planned: a finish planned in this pass may still fail.
+fn resume_stopped(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
+    if observed.children.iter().any(|child| child.status.phase == OperationPhase::Running) {
+        return;
+    }
+    for position in 0..roster.slots().len() {
+        if let Ok(next) = transitions::resume(&roster.slots()[position].status, observed.now) {
+            record(roster, plan, position, WriteKind::Resume, next, None);
+        }
+    }
+}
+
+/// SPEC.md section 2: the claims the gate allows, in index order.
+fn claims(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
+    let Ok(indices) = claimable_in(&observed.apply, roster, observed.lease) else { return };
+    for index in indices {
+        let Some(position) = roster.slots().iter().position(|slot| slot.index == index) else {
+            continue;
+        };
+        let slot = &roster.slots()[position];
+        if slot.exists
+            && let Ok(next) = transitions::claim(&slot.status, observed.holder, observed.now)
+        {
+            record(roster, plan, position, WriteKind::Claim, next, None);
+        }
+    }
+}
+
+/// The projection of the roster, with condition times carried over from the previous status.
+fn settled_status(observed: &Observed<'_>, roster: &Roster<'_>) -> ApplyStatus {
+    let mut status = project_roster(&observed.apply, roster);
     carry_transition_times(observed.previous, &mut status);
     status
 }
 
 /// Records a write to the operation at `position`, and the note that reports it once it is done.
 fn record(
-    working: &mut [Child],
+    roster: &mut Roster<'_>,
     plan: &mut Plan,
     position: usize,
     kind: WriteKind,
@@ -302,38 +276,38 @@ fn record(
         plan.notes.push(note);
         plan.note_writes.push(Some(plan.writes.len()));
     }
-    let child = &mut working[position];
-    child.status = next.clone();
+    let slot = &roster.slots()[position];
     plan.writes.push(OperationWrite::Status {
-        index: child.index,
-        name: child.name.clone(),
+        index: slot.index,
+        name: slot.name.to_owned(),
         kind,
-        status: Box::new(next),
+        status: Box::new(next.clone()),
     });
+    roster.set(position, next);
 }
 
 /// The next check of every running operation: stop, take over, finish or time out.
-fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
+fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
     let now = observed.now;
-    for position in 0..working.len() {
-        let child = &working[position];
-        if child.status.phase != OperationPhase::Running {
+    for position in 0..roster.slots().len() {
+        let slot = &roster.slots()[position];
+        if slot.status.phase != OperationPhase::Running {
             continue;
         }
-        let name = child.name.clone();
-        let attempt = child.status.attempt;
-        if observed.apply.stopping() {
-            if let Ok(next) = transitions::stop(&child.status, now) {
+        let name = slot.name.to_owned();
+        let attempt = slot.status.attempt;
+        if observed.apply.stop_in_effect() {
+            if let Ok(next) = transitions::stop(&slot.status, now) {
                 let note = Note::Stopped { operation: name };
-                record(working, plan, position, WriteKind::Stop, next, Some(note));
+                record(roster, plan, position, WriteKind::Stop, next, Some(note));
             }
             continue;
         }
-        let holder = child.status.claim.as_ref().map(|claim| claim.holder.clone());
+        let holder = slot.status.claim.as_ref().map(|claim| claim.holder.clone());
         if holder.as_deref() != Some(observed.holder) {
-            if let Ok(next) = transitions::take_over(&child.status, observed.holder, now) {
+            if let Ok(next) = transitions::take_over(&slot.status, observed.holder, now) {
                 let note = Note::TakenOver { operation: name, attempt, from: holder };
-                record(working, plan, position, WriteKind::TakeOver, next, Some(note));
+                record(roster, plan, position, WriteKind::TakeOver, next, Some(note));
             }
             continue;
         }
@@ -346,20 +320,22 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
                 reason: FailureReason::DispatchFailed,
                 message: message.clone(),
             }),
-            Some(Health::Progressing) | None => match time_left(observed, child) {
-                Some(left) => {
-                    plan.requeue_after =
-                        Some(plan.requeue_after.map_or(left, |current| current.min(left)));
-                    None
+            Some(Health::Progressing) | None => {
+                match time_left(observed, slot.index, &slot.status) {
+                    Some(left) => {
+                        plan.requeue_after =
+                            Some(plan.requeue_after.map_or(left, |current| current.min(left)));
+                        None
+                    }
+                    None => Some(Outcome::Failed {
+                        reason: FailureReason::Timeout,
+                        message: format!(
+                            "objects not healthy within the timeout of {}",
+                            timeout_text(observed, slot.index)
+                        ),
+                    }),
                 }
-                None => Some(Outcome::Failed {
-                    reason: FailureReason::Timeout,
-                    message: format!(
-                        "objects not healthy within the timeout of {}",
-                        timeout_text(observed, child.index)
-                    ),
-                }),
-            },
+            }
         };
         let Some(outcome) = outcome else { continue };
         // Successes are in the Operation's status; failures need someone's attention.
@@ -372,8 +348,8 @@ fn running_checks(observed: &Observed<'_>, working: &mut [Child], plan: &mut Pla
                 message: message.clone(),
             }),
         };
-        if let Ok(next) = transitions::finish(&working[position].status, outcome, now) {
-            record(working, plan, position, WriteKind::Finish, next, note);
+        if let Ok(next) = transitions::finish(&slot.status, outcome, now) {
+            record(roster, plan, position, WriteKind::Finish, next, note);
         }
     }
 }
@@ -386,11 +362,11 @@ fn timeout_text<'a>(observed: &Observed<'a>, index: u32) -> &'a str {
 }
 
 /// Time left before the operation's timeout, `None` once it passed.
-fn time_left(observed: &Observed<'_>, child: &Child) -> Option<Duration> {
-    let timeout = parse_duration(timeout_text(observed, child.index))
+fn time_left(observed: &Observed<'_>, index: u32, status: &OperationStatus) -> Option<Duration> {
+    let timeout = parse_duration(timeout_text(observed, index))
         .or_else(|_| parse_duration(DEFAULT_OPERATION_TIMEOUT))
         .unwrap_or(Duration::from_secs(600));
-    let started = child.status.started_at.as_ref().map_or(observed.now, |t| t.0);
+    let started = status.started_at.as_ref().map_or(observed.now, |t| t.0);
     let elapsed = observed.now.duration_since(started);
     let left = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX) - elapsed;
     Duration::try_from(left).ok().filter(|left| !left.is_zero())
@@ -398,28 +374,25 @@ fn time_left(observed: &Observed<'_>, child: &Child) -> Option<Duration> {
 
 /// SPEC.md section 5: a dismissal by the current error's id, once nothing runs, puts every
 /// failed operation back to `Pending`.
-fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
+fn dismissal(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
     let Some(id) = observed.apply.spec.dismiss_error.as_deref() else {
         return;
     };
-    let roster = super::project::roster(observed.apply.spec, working);
-    let error = first_error(&roster);
-    let last = last_dismissed(&roster);
-    let running = roster.iter().any(|slot| slot.status.phase == OperationPhase::Running);
-    drop(roster);
+    let error = roster.first_error();
+    let last = roster.last_dismissed();
     match error {
         Some(error) if error.id == id => {
-            if running {
+            if roster.anything_running() {
                 return;
             }
             let dismissal = DismissedError { id: id.to_owned(), at: Time(observed.now) };
             // Highest index first: the current error is reset last, so a pass cut short by a
             // conflict leaves it standing and the next pass finishes the dismissal.
-            for position in (0..working.len()).rev() {
+            for position in (0..roster.slots().len()).rev() {
                 if let Ok(next) =
-                    transitions::dismiss(&working[position].status, &dismissal, observed.now)
+                    transitions::dismiss(&roster.slots()[position].status, &dismissal, observed.now)
                 {
-                    record(working, plan, position, WriteKind::Dismiss, next, None);
+                    record(roster, plan, position, WriteKind::Dismiss, next, None);
                 }
             }
             plan.notes.push(Note::ErrorDismissed { id: id.to_owned() });
@@ -427,12 +400,8 @@ fn dismissal(observed: &Observed<'_>, working: &mut [Child], plan: &mut Plan) {
         }
         _ if last.as_ref().is_some_and(|last| last.id == id) => {}
         error => {
-            let why = super::project::dismissal_rejection(
-                observed.apply.spec,
-                error.as_ref(),
-                last.as_ref(),
-            )
-            .unwrap_or_default();
+            let why = dismissal_rejection(observed.apply.spec, error.as_ref(), last.as_ref())
+                .unwrap_or_default();
             let already_said = observed.previous.is_some_and(|previous| {
                 previous
                     .conditions

@@ -114,6 +114,7 @@ pub fn facts(spec: &ApplySpec) -> ApplyFacts<'_> {
         generation: Some(1),
         created_at: Some(at(-100)),
         deleting: false,
+        finalizer: false,
         idempotency: Idempotency::NotRequired,
     }
 }

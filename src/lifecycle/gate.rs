@@ -1,9 +1,8 @@
 //! The claim gate (SPEC.md section 2): which operations may go `Pending → Running` now.
 
 use super::Child;
-use super::decide::LeaseState;
-use super::project::{ApplyFacts, Idempotency, first_error, roster};
-use crate::crd::{FailurePolicy, OperationPhase};
+use super::facts::{ApplyFacts, LeaseState, Roster};
+use crate::crd::OperationPhase;
 
 /// Why no operation may be claimed now.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,48 +43,51 @@ pub fn claimable(
     children: &[Child],
     lease: LeaseState,
 ) -> Result<Vec<u32>, GateClosed> {
+    claimable_in(facts, &Roster::new(facts.spec, children), lease)
+}
+
+/// [`claimable`] over a roster already built (and perhaps updated by a plan).
+pub(crate) fn claimable_in(
+    facts: &ApplyFacts<'_>,
+    roster: &Roster<'_>,
+    lease: LeaseState,
+) -> Result<Vec<u32>, GateClosed> {
     if lease != LeaseState::Held {
         return Err(GateClosed::LeaseNotHeld);
     }
     if facts.deleting {
         return Err(GateClosed::Deleting);
     }
-    if facts.spec.stop {
+    if facts.stop_in_effect() {
         return Err(GateClosed::StopRequested);
     }
-    let roster = roster(facts.spec, children);
-    if roster.iter().any(|slot| slot.status.phase == OperationPhase::Stopped) {
+    if roster.any(OperationPhase::Stopped) {
         return Err(GateClosed::StopInProgress);
     }
-    if !matches!(facts.idempotency, Idempotency::NotRequired | Idempotency::Held) {
+    if !facts.idempotency.lets_claims() {
         return Err(GateClosed::IdempotencyKeyNotHeld);
     }
-    if facts.spec.on_failure.effective() != FailurePolicy::Continue
-        && let Some(error) = first_error(&roster)
+    if facts.failure_blocks_claims()
+        && let Some(error) = roster.first_error()
     {
         return Err(GateClosed::FailurePolicy(error.id));
     }
-    let mut running = u32::try_from(
-        roster.iter().filter(|slot| slot.status.phase == OperationPhase::Running).count(),
-    )
-    .unwrap_or(u32::MAX);
     let max = facts.spec.max_concurrent.max(1);
+    let mut running = roster.running();
     let mut claims = Vec::new();
-    for (index, slot) in roster.iter().enumerate() {
+    for slot in roster.slots() {
         if slot.status.phase != OperationPhase::Pending {
             continue;
         }
         if running >= max {
             break;
         }
-        claims.push(u32::try_from(index).unwrap_or(u32::MAX));
+        claims.push(slot.index);
         running += 1;
     }
     match claims.is_empty() {
         false => Ok(claims),
-        true if running >= max
-            && roster.iter().any(|slot| slot.status.phase == OperationPhase::Pending) =>
-        {
+        true if running >= max && roster.any(OperationPhase::Pending) => {
             Err(GateClosed::WindowFull(running))
         }
         true => Err(GateClosed::NothingPending),

@@ -47,6 +47,19 @@ pub enum KeyWrite {
     Release,
 }
 
+impl KeyWrite {
+    /// Takes or renews the key for a rollout going on: made before deciding, so the claim gate
+    /// can open in the same pass.
+    pub fn holds_the_key(&self) -> bool {
+        matches!(self, KeyWrite::Take | KeyWrite::Renew)
+    }
+
+    /// Records how the rollout ended: made once the parent status says so.
+    pub fn ends_the_key(&self) -> bool {
+        matches!(self, KeyWrite::MarkSucceeded | KeyWrite::MarkFailed | KeyWrite::Release)
+    }
+}
+
 fn expired(record: &KeyRecord, now: Timestamp, ttl: SignedDuration) -> bool {
     record.renewed_at + ttl <= now
 }

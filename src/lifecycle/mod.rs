@@ -3,14 +3,26 @@
 //!
 //! Nothing here talks to Kubernetes, reads the clock or keeps state between calls: every input
 //! is an argument (the clock included), so every replica reaches the same answer from the same
-//! reads. The reconcilers read, call [`decide`], write what the [`Plan`] says, and then write
-//! the parent status that [`project`] derives from the children they wrote.
+//! reads. The reconcilers read, ask [`begin`] whether the Apply needs driving, call [`decide`],
+//! write what the [`Plan`] says, write the parent status that [`project`] derives from the
+//! children they wrote, and end the pass as [`next`] says.
+//!
+//! - `facts`: what one decision reads and the questions asked of it (a stop in effect,
+//!   anything running, the policy's meaning, the current error), built once per decision;
+//! - `gate`: the claim gate; `transitions`: the only operation transitions there are;
+//! - `decide`: the writes of one pass; `pass`: how a pass begins and ends;
+//! - `project`: the parent status; `pacing`: when a new projection is written;
+//! - `notes`: what a pass did that a user cares about, and the Events' words for it;
+//! - `idempotency`: the key decisions; `duration`: timeouts.
 
 mod decide;
 mod duration;
+mod facts;
 mod gate;
 mod idempotency;
+mod notes;
 mod pacing;
+mod pass;
 mod project;
 mod transitions;
 
@@ -22,12 +34,15 @@ mod properties;
 #[cfg(test)]
 mod spec_rules;
 
-pub use decide::{Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide};
+pub use decide::{Health, Observed, OperationWrite, Plan, WriteKind, decide};
 pub use duration::{DurationError, parse_duration};
+pub use facts::{ApplyFacts, Idempotency, LeaseState, error_id};
 pub use gate::{GateClosed, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
+pub use notes::{EventText, Note, Severity, reconcile_failed, too_large};
 pub use pacing::{StatusWrite, status_write};
-pub use project::{ApplyFacts, Idempotency, carry_transition_times, error_id, project};
+pub use pass::{Begin, Next, Pace, begin, key_needs_finalizer, next};
+pub use project::{carry_transition_times, project};
 pub use transitions::{Outcome, Refused, claim, dismiss, finish, resume, stop, take_over};
 
 use crate::crd::{Operation, OperationStatus};

@@ -2,144 +2,37 @@
 //! spec and its operations. Every timestamp comes from the children, so two replicas that read
 //! the same objects write the same status.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::facts::{ApplyFacts, Idempotency, Roster, Slot};
 use super::{Child, condition, reason};
 use crate::crd::{
     ApplyError, ApplyPhase, ApplySpec, ApplyStatus, DismissedError, FailurePolicy, OperationCounts,
-    OperationPhase, OperationStatus, StopStatus,
+    OperationPhase, StopStatus,
 };
 
 /// How many running operations `status.current` names before it summarises the rest.
 const CURRENT_NAMES_SHOWN: usize = 3;
 
-/// Where the Apply's idempotency key stands (SPEC.md section 7), as read from its key Lease.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum Idempotency {
-    /// The Apply has no `idempotencyKey`.
-    #[default]
-    NotRequired,
-    /// Nobody holds the key: this Apply takes it before claiming anything.
-    Free,
-    /// This Apply holds the key.
-    Held,
-    /// Another live Apply holds the key: wait.
-    InFlightElsewhere {
-        /// The Apply holding it.
-        holder: String,
-    },
-    /// The key's change was already rolled out: skip.
-    AlreadyDone {
-        /// The Apply that did the work.
-        by: String,
-    },
-}
-
-/// What the projection and the decision know of the Apply itself.
-#[derive(Clone, Debug)]
-pub struct ApplyFacts<'a> {
-    /// The Apply's spec.
-    pub spec: &'a ApplySpec,
-    /// `metadata.generation`, echoed as `observedGeneration`.
-    pub generation: Option<i64>,
-    /// `metadata.creationTimestamp`: the time of conditions before any operation ran.
-    pub created_at: Option<Timestamp>,
-    /// `metadata.deletionTimestamp` is set: treated like a stop.
-    pub deleting: bool,
-    /// The idempotency key's state.
-    pub idempotency: Idempotency,
-}
-
-impl ApplyFacts<'_> {
-    /// A stop is wanted: by the user, or because the Apply is being deleted.
-    pub fn stopping(&self) -> bool {
-        self.spec.stop || self.deleting
-    }
-}
-
-/// `<operation>-<attempt>`: the id of an operation's failure, what `spec.dismissError` names.
-pub fn error_id(operation: &str, attempt: u32) -> String {
-    format!("{operation}-{attempt}")
-}
-
-/// One entry of the roster: a spec operation and its status (a fresh `Pending` one for an
-/// operation not created yet).
-pub(crate) struct Slot<'a> {
-    pub name: &'a str,
-    pub status: Cow<'a, OperationStatus>,
-}
-
-/// The spec's operations in index order, each with its child's status.
-pub(crate) fn roster<'a>(spec: &'a ApplySpec, children: &'a [Child]) -> Vec<Slot<'a>> {
-    spec.operations
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| {
-            let status = children
-                .iter()
-                .find(|child| usize::try_from(child.index).is_ok_and(|i| i == index))
-                .map_or_else(
-                    || Cow::Owned(OperationStatus::default()),
-                    |child| Cow::Borrowed(&child.status),
-                );
-            Slot { name: &entry.name, status }
-        })
-        .collect()
-}
-
-pub(crate) fn count(roster: &[Slot<'_>]) -> OperationCounts {
-    let mut counts = OperationCounts {
-        total: u32::try_from(roster.len()).unwrap_or(u32::MAX),
-        ..OperationCounts::default()
-    };
-    for slot in roster {
-        let bucket = match slot.status.phase {
-            OperationPhase::Pending => &mut counts.pending,
-            OperationPhase::Running => &mut counts.running,
-            OperationPhase::Succeeded => &mut counts.succeeded,
-            OperationPhase::Failed => &mut counts.failed,
-            OperationPhase::Stopped => &mut counts.stopped,
-        };
-        *bucket += 1;
-    }
-    counts
-}
-
-/// The current error: the failed operation with the lowest index.
-pub(crate) fn first_error(roster: &[Slot<'_>]) -> Option<ApplyError> {
-    roster.iter().find(|slot| slot.status.phase == OperationPhase::Failed).map(|slot| ApplyError {
-        id: error_id(slot.name, slot.status.attempt),
-        operation: slot.name.to_owned(),
-        reason: slot.status.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
-        message: one_line(slot.status.message.as_deref().unwrap_or("no message recorded")),
-        at: slot.status.completed_at.clone(),
-    })
-}
-
-/// The most recent dismissal recorded on any child.
-pub(crate) fn last_dismissed(roster: &[Slot<'_>]) -> Option<DismissedError> {
-    roster
-        .iter()
-        .filter_map(|slot| slot.status.dismissed.clone())
-        .max_by(|a, b| (a.at.0, &a.id).cmp(&(b.at.0, &b.id)))
-}
-
 /// Projects the Apply's status from its spec and children. Pure and deterministic.
 pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
+    project_roster(facts, &Roster::new(facts.spec, children))
+}
+
+/// [`project`] of a roster already built.
+pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> ApplyStatus {
     let spec = facts.spec;
-    let roster = roster(spec, children);
-    let counts = count(&roster);
-    let error = first_error(&roster);
-    let last_dismissed_error = last_dismissed(&roster);
-    let started = roster.iter().any(|slot| slot.status.attempt > 0);
+    let counts = roster.counts();
+    let error = roster.first_error();
+    let last_dismissed_error = roster.last_dismissed();
+    let started = roster.started();
+    let roster = roster.slots();
     let active = counts.running + counts.pending;
 
     let phase = if counts.succeeded == counts.total {
         ApplyPhase::Succeeded
-    } else if facts.stopping() {
+    } else if facts.stop_in_effect() {
         match (active, counts.failed) {
             (0, 0) => ApplyPhase::Stopped,
             (0, _) => ApplyPhase::Failed,
@@ -147,7 +40,7 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
             _ => ApplyPhase::Pending,
         }
     } else if error.is_some() {
-        match (spec.on_failure.effective(), counts.running) {
+        match (facts.policy(), counts.running) {
             (FailurePolicy::Continue, _) if active + counts.stopped > 0 => ApplyPhase::Running,
             (FailurePolicy::Pause, 0) => ApplyPhase::Paused,
             (_, 0) => ApplyPhase::Failed,
@@ -163,7 +56,7 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
     let phase = match phase {
         ApplyPhase::Pending | ApplyPhase::Running
             if counts.running == 0
-                && !facts.stopping()
+                && !facts.stop_in_effect()
                 && matches!(facts.idempotency, Idempotency::AlreadyDone { .. }) =>
         {
             ApplyPhase::Skipped
@@ -177,20 +70,20 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
             .filter_map(|slot| slot.status.stopped_at.clone())
             .min_by_key(|t| t.0),
         completed_at: (active == 0)
-            .then(|| latest_end(&roster).or(facts.created_at).map(Time))
+            .then(|| latest_end(roster).or(facts.created_at).map(Time))
             .flatten(),
     });
     let completed_at = phase
         .is_terminal()
         .then(|| match phase {
             ApplyPhase::Skipped => facts.created_at,
-            _ => latest_end(&roster).or(facts.created_at),
+            _ => latest_end(roster).or(facts.created_at),
         })
         .flatten()
         .map(Time);
-    let current = current_names(&roster);
+    let current = current_names(roster);
     let message = message(facts, phase, &counts, error.as_ref(), &current);
-    let as_of = Time(latest_change(&roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
+    let as_of = Time(latest_change(roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
     let conditions =
         conditions(facts, phase, &message, error.as_ref(), last_dismissed_error.as_ref(), as_of);
 
@@ -266,18 +159,6 @@ fn current_names(roster: &[Slot<'_>]) -> String {
     shown
 }
 
-/// The Apply holding the key this one waits for, if it waits.
-fn waiting_for_key<'a>(facts: &'a ApplyFacts<'_>) -> Option<&'a str> {
-    match &facts.idempotency {
-        Idempotency::InFlightElsewhere { holder } => Some(holder),
-        _ => None,
-    }
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn describe(error: &ApplyError) -> String {
     format!("operation `{}` failed ({}): {}", error.operation, error.reason, error.message)
 }
@@ -303,7 +184,7 @@ fn message(
             Idempotency::InFlightElsewhere { holder } => {
                 format!("waiting: Apply `{holder}` is rolling out the same idempotency key")
             }
-            _ if facts.stopping() => "stopping before any operation started".to_owned(),
+            _ if facts.stop_in_effect() => "stopping before any operation started".to_owned(),
             _ => format!("waiting to start {} operations", counts.total),
         },
         (ApplyPhase::Succeeded, _) => format!("all {} operations succeeded", counts.total),
@@ -318,11 +199,11 @@ fn message(
         (ApplyPhase::Stopped, _) => {
             format!("stopped: {done}, {} stopped; set spec.stop: false to resume", counts.stopped)
         }
-        (ApplyPhase::Running, _) if facts.stopping() => format!(
+        (ApplyPhase::Running, _) if facts.stop_in_effect() => format!(
             "stopping: waiting for {} running operation(s) ({current}) to stop; {done}",
             counts.running
         ),
-        (ApplyPhase::Running, Some(error)) => match facts.spec.on_failure.effective() {
+        (ApplyPhase::Running, Some(error)) => match facts.policy() {
             FailurePolicy::Continue => {
                 format!("{done}, running {current}; continuing past: {}", describe(error))
             }
@@ -332,10 +213,10 @@ fn message(
                 counts.running
             ),
         },
-        (ApplyPhase::Running, _) if current.is_empty() && waiting_for_key(facts).is_some() => {
+        (ApplyPhase::Running, _) if current.is_empty() && facts.idempotency.waiting_for().is_some() => {
             format!(
                 "{done}; waiting: Apply `{}` is rolling out the same idempotency key",
-                waiting_for_key(facts).unwrap_or_default()
+                facts.idempotency.waiting_for().unwrap_or_default()
             )
         }
         (ApplyPhase::Running, None) if current.is_empty() => {
@@ -362,7 +243,7 @@ fn conditions(
         last_transition_time: as_of.clone(),
         observed_generation: facts.generation,
     };
-    let reconciling_reason = match (&facts.idempotency, facts.stopping()) {
+    let reconciling_reason = match (&facts.idempotency, facts.stop_in_effect()) {
         (_, true) => "Stopping",
         (Idempotency::InFlightElsewhere { .. }, _) => reason::DUPLICATE_IN_FLIGHT,
         _ => "Progressing",

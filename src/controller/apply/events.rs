@@ -1,0 +1,83 @@
+//! The record step: Events on the Apply for the notes whose writes went through, side by side,
+//! and for a pass that failed in a way retrying soon will not fix. The words are the
+//! lifecycle's (`Note::event`); this only sends them.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::debug;
+
+use super::{Context, is_permanent};
+use crate::crd::{Apply, Operation};
+use crate::lifecycle::{EventText, Note, Severity, reconcile_failed, too_large};
+use crate::Error;
+
+/// The longest Event message sent; the API server refuses longer notes.
+const MAX_MESSAGE: usize = 1000;
+
+/// Records the notes' Events side by side: they are independent, and a rollout's pass should
+/// not wait on them one by one.
+pub(super) async fn publish_all(apply: &Apply, notes: &[Note], context: &Context) {
+    futures::future::join_all(notes.iter().map(|note| {
+        // The related Operation keeps one operation's Events apart from another's: the
+        // recorder folds Events with the same reason and references into one series.
+        let related = note.operation().map(|operation| operation_ref(apply, operation));
+        send(apply, note.event(context.leases.identity()), related, context)
+    }))
+    .await;
+}
+
+/// Records a failed pass that needs a person: a user's conflict, a malformed object, or an
+/// Apply too large to write (no status can say that, as the status may be what is too large).
+pub(super) async fn record_failure(apply: &Apply, error: &Error, context: &Context) {
+    let text = if error.is_too_large() {
+        too_large(&error.to_string())
+    } else if is_permanent(error) {
+        reconcile_failed(&error.to_string())
+    } else {
+        return;
+    };
+    send(apply, text, None, context).await;
+}
+
+async fn send(
+    apply: &Apply,
+    text: EventText,
+    related: Option<ObjectReference>,
+    context: &Context,
+) {
+    let event = Event {
+        type_: match text.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        },
+        reason: text.reason.to_owned(),
+        note: Some(truncate(text.message, MAX_MESSAGE)),
+        action: text.action,
+        secondary: related,
+    };
+    if let Err(error) = context.recorder.publish(&event, &apply.object_ref(&())).await {
+        debug!(%error, reason = text.reason, "could not record an event");
+    }
+}
+
+fn operation_ref(apply: &Apply, operation: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Operation::api_version(&()).into_owned()),
+        kind: Some(Operation::kind(&()).into_owned()),
+        name: Some(format!("{}-{operation}", apply.name_any())),
+        namespace: apply.namespace(),
+        ..ObjectReference::default()
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

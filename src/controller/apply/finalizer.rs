@@ -1,0 +1,63 @@
+//! baton's cleanup finalizer on an Apply: added when the lifecycle says the Apply holds
+//! something that deleting it must undo (its first claim, or its idempotency key), removed when
+//! the lifecycle says deleting it has stopped everything. Each write is a merge patch carrying
+//! the resourceVersion read, so it never overwrites another controller's finalizers.
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::Context;
+use super::snapshot::Snapshot;
+use crate::crd::Apply;
+use crate::{Error, Result};
+
+/// Held from an Apply's first claim until deleting it has stopped what runs and released its
+/// idempotency key.
+pub const FINALIZER: &str = "baton.dev/cleanup";
+
+/// Whether baton's finalizer is on the Apply.
+pub(super) fn present(apply: &Apply) -> bool {
+    apply.finalizers().iter().any(|finalizer| finalizer == FINALIZER)
+}
+
+/// Adds the finalizer unless this pass already did; `false` when the Apply changed meanwhile
+/// (re-read and decide again). The snapshot follows the write, so a second call in the same
+/// pass neither writes again nor trips over the `resourceVersion` the first one changed.
+pub(super) async fn add(snapshot: &mut Snapshot<'_>, context: &Context) -> Result<bool> {
+    if !snapshot.finalizer {
+        snapshot.finalizer = set(snapshot.apply, context, true).await?;
+    }
+    Ok(snapshot.finalizer)
+}
+
+/// Removes the finalizer; a conflict leaves it for the next reconcile, which tries again.
+pub(super) async fn remove(snapshot: &Snapshot<'_>, context: &Context) -> Result<()> {
+    if snapshot.finalizer {
+        info!("operations stopped and key released; letting the Apply go");
+        set(snapshot.apply, context, false).await?;
+    }
+    Ok(())
+}
+
+async fn set(apply: &Apply, context: &Context, present: bool) -> Result<bool> {
+    let mut finalizers: Vec<String> =
+        apply.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": apply.resource_version()}
+    });
+    let api: Api<Apply> =
+        Api::namespaced(context.client.clone(), &apply.namespace().unwrap_or_default());
+    match api.patch(&apply.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        // A newer Apply exists (or none): the next reconcile sees it and decides again.
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            context: format!("updating the finalizers of Apply `{}`", apply.name_any()),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,178 @@
+//! The Apply reconciler: a short driver over named steps, each in its own module.
+//!
+//! read a snapshot (`snapshot`) → begin or let go (`lifecycle::begin`) → hold the lease →
+//! take the idempotency key (`key`) → observe the running operations (`observe`) → decide and
+//! write (`writes`) → publish the parent status (`status`) → record Events (`events`) → settle
+//! (`lifecycle::next`: end the key, remove the finalizer, or look again).
+//!
+//! No step decides what the lifecycle core can decide: the steps read, ask the core, and write.
+
+mod events;
+mod finalizer;
+mod key;
+mod observe;
+mod snapshot;
+mod status;
+mod writes;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use tracing::{debug, instrument};
+
+use super::Context;
+use crate::lifecycle::{self, Begin, Next, Pace, project};
+use crate::{Error, Result};
+
+pub use self::finalizer::FINALIZER;
+use self::snapshot::Snapshot;
+
+/// How soon to look again when the lease is held elsewhere and no wake-up comes.
+const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// How soon to look again after a write lost to a concurrent one (re-read and re-decide).
+const RETRY_SOON: Duration = Duration::from_millis(200);
+/// How soon to look again while another Apply holds the idempotency key.
+const KEY_RETRY: Duration = Duration::from_secs(2);
+/// How soon to look again at an Apply that waits for nothing.
+const IDLE_LOOK: Duration = Duration::from_secs(60);
+
+/// Ends the pass early with `action` when a step says so.
+macro_rules! step {
+    ($flow:expr) => {
+        match $flow {
+            ControlFlow::Continue(value) => value,
+            ControlFlow::Break(action) => return Ok(action),
+        }
+    };
+}
+
+/// Reconciles one Apply: the driver, plus the metrics and Events of a failed pass.
+#[instrument(skip(apply, context), fields(apply = %apply.name_any(), namespace = apply.namespace().unwrap_or_default()))]
+pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let outcome = drive(&apply, &context).await;
+    context.metrics.reconciled("apply", started.elapsed());
+    if let Err(error) = &outcome {
+        events::record_failure(&apply, error, &context).await;
+    }
+    outcome
+}
+
+use crate::crd::Apply;
+
+/// One pass over the Apply, step by step.
+async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
+    let mut timings = Timings::start();
+    let mut snapshot = Snapshot::read(apply, context).await?;
+    let projected = project(&snapshot.facts(), &snapshot.children());
+    let key_write = snapshot.key.next_write(projected.phase, snapshot.deleting());
+    let facts = snapshot.facts();
+    let Begin::Drive { observe } = lifecycle::begin(&facts, &projected, apply.status.as_ref(), &key_write)
+    else {
+        let_go(context, &snapshot.uid);
+        return Ok(Action::await_change());
+    };
+    if context.leases.acquire(apply).await?.is_none() {
+        debug!("lease held elsewhere; waiting");
+        return Ok(Action::requeue(LEASE_RETRY));
+    }
+    step!(key::take(&mut snapshot, &key_write, context).await?);
+    timings.mark("read");
+    let health = match observe {
+        true => observe::runs(&snapshot, context).await,
+        false => BTreeMap::new(),
+    };
+    timings.mark("observed");
+    let written = step!(writes::decide_and_write(&mut snapshot, &health, context).await?);
+    timings.mark("written");
+    let published = step!(status::publish(&snapshot, context).await?);
+    timings.mark("projected");
+    events::publish_all(apply, &written.notes, context).await;
+    timings.mark("recorded");
+    debug!(timings = %timings, operations = snapshot.operations.len(), "pass");
+    settle(&snapshot, &published, written.timeout, context).await
+}
+
+/// The last step: the key's end-of-rollout write, then what the core says comes next.
+async fn settle(
+    snapshot: &Snapshot<'_>,
+    published: &status::Published,
+    timeout: Option<Duration>,
+    context: &Context,
+) -> Result<Action> {
+    let end = snapshot.key.next_write(published.status.phase, snapshot.deleting());
+    if end.ends_the_key() && !snapshot.key.write(&end).await? {
+        return Ok(Action::requeue(RETRY_SOON));
+    }
+    let pace = Pace {
+        health_check: context.settings.health_poll_interval,
+        key_holder: KEY_RETRY,
+        idle: IDLE_LOOK,
+    };
+    match lifecycle::next(&snapshot.facts(), &published.status, timeout, published.held_back, &pace)
+    {
+        Next::Requeue(wait) => Ok(Action::requeue(wait)),
+        Next::RemoveFinalizer => {
+            finalizer::remove(snapshot, context).await?;
+            let_go(context, &snapshot.uid);
+            Ok(Action::await_change())
+        }
+        Next::LetGo => {
+            let_go(context, &snapshot.uid);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Stops driving a settled or deleted Apply: its lease is released and what this replica kept
+/// for it is dropped.
+fn let_go(context: &Context, uid: &str) {
+    context.leases.release(uid);
+    context.status_writes.forget(uid);
+    context.children.forget(uid);
+}
+
+/// Whether the lease is still this replica's, by a fresh read. The expiry read at the start of
+/// the pass is not enough: a competing replica's lease manager that believes the lease expired
+/// (from its own earlier read) clears it without looking again, and may then take it at once.
+async fn still_held(snapshot: &Snapshot<'_>, context: &Context) -> Result<bool> {
+    Ok(context.leases.check(&snapshot.namespace, &snapshot.uid).await?.is_some())
+}
+
+/// Where a pass spends its time, cumulatively, for tuning (logged at debug).
+struct Timings {
+    started: Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Timings {
+    fn start() -> Self {
+        Timings { started: Instant::now(), marks: Vec::new() }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        self.marks.push((step, self.started.elapsed()));
+    }
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (step, at) in &self.marks {
+            write!(f, "{step}={at:?} ")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether retrying a failed pass soon can help: a user's conflict or a malformed object waits
+/// for a change, an object too large waits longer.
+pub fn is_permanent(error: &Error) -> bool {
+    matches!(error, Error::Conflict(_) | Error::Malformed(_))
+}

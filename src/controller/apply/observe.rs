@@ -1,0 +1,95 @@
+//! The observe step: for each running operation this replica holds, server-side apply its
+//! manifests once per run (the engine), then read the health of what it applied. The runs are
+//! independent and go side by side. What it sees goes to `lifecycle::decide` as `Health`; it
+//! writes nothing.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use super::Context;
+use super::snapshot::Snapshot;
+use crate::controller::Dispatch;
+use crate::crd::{Operation, OperationPhase};
+use crate::engine::RunTarget;
+use crate::lifecycle::Health;
+
+/// How many running operations of one Apply are applied and checked at once.
+const OBSERVE_CONCURRENCY: usize = 16;
+
+/// Runs (dispatches) and checks every operation this replica holds, by operation name.
+pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> BTreeMap<String, Health> {
+    let identity = context.leases.identity();
+    let service_account = snapshot
+        .apply
+        .spec
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| context.settings.default_service_account.clone());
+    let mine: Vec<&Operation> = snapshot
+        .operations
+        .values()
+        .filter(|op| {
+            let Some(status) = op.status.as_ref() else { return false };
+            let held = status.claim.as_ref().is_some_and(|claim| claim.holder == identity);
+            let running = status.phase == OperationPhase::Running && held;
+            if !running {
+                // Ended, or run by someone else now: what this replica knew of it is stale.
+                context.runs.forget(&(op.uid().unwrap_or_default(), status.attempt));
+            }
+            running
+        })
+        .collect();
+    let checks: Vec<_> = mine
+        .into_iter()
+        .map(|op| run(op, &snapshot.namespace, &service_account, context))
+        .collect();
+    futures::stream::iter(checks).buffer_unordered(OBSERVE_CONCURRENCY).collect().await
+}
+
+/// Applies one running operation (once per run) and reads its health.
+async fn run(
+    op: &Operation,
+    namespace: &str,
+    service_account: &str,
+    context: &Context,
+) -> (String, Health) {
+    let name = op.spec.name.clone();
+    let attempt = op.status.as_ref().map_or(0, |status| status.attempt);
+    let run = (op.uid().unwrap_or_default(), attempt);
+    let dispatch = match context.runs.get(&run) {
+        Some(dispatch) => dispatch,
+        None => {
+            let target =
+                RunTarget { apply_namespace: namespace, service_account, operation: &op.spec };
+            let dispatch = match context.engine.dispatch(&target).await {
+                Ok(inventory) => {
+                    info!(operation = %name, attempt, objects = inventory.len(), "applied");
+                    Dispatch::Applied(inventory)
+                }
+                Err(failure) if failure.transient => {
+                    // The API server could not answer: try again at the next check, and let
+                    // the operation's timeout decide if it never does.
+                    warn!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
+                    return (name, Health::Progressing);
+                }
+                Err(failure) => {
+                    info!(operation = %name, attempt, message = %failure.message, "apply failed");
+                    Dispatch::Failed(failure)
+                }
+            };
+            context.runs.record(run, dispatch.clone());
+            dispatch
+        }
+    };
+    match dispatch {
+        Dispatch::Applied(inventory) => {
+            let verdict = context.engine.health(namespace, service_account, &inventory).await;
+            (name, verdict)
+        }
+        // Reported until the failure is written, never re-applied in the same run.
+        Dispatch::Failed(failure) => (name, Health::DispatchFailed(failure.message)),
+    }
+}

@@ -1,0 +1,302 @@
+//! The decide-and-write step: `lifecycle::decide` on the snapshot, then the plan's Operation
+//! writes batch by batch (claims and dismissal resets one at a time in plan order, the other,
+//! independent writes side by side), each a compare-and-swap on the `resourceVersion` read. A
+//! write that loses to another writer ends the pass after its batch: the next pass decides
+//! again from fresh reads.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{debug, info};
+
+use super::snapshot::Snapshot;
+use super::{Context, LEASE_RETRY, RETRY_SOON, events, finalizer, still_held};
+use crate::crd::{
+    Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase, OperationSpec, OperationStatus,
+};
+use crate::lifecycle::{
+    Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide,
+};
+use crate::{Error, Result};
+
+/// How many independent Operation writes are made at once.
+const WRITE_CONCURRENCY: usize = 32;
+
+/// What the writes of a pass left for the later steps.
+pub(super) struct Written {
+    /// The notes of the writes that went through, to record as Events.
+    pub notes: Vec<Note>,
+    /// The nearest timeout of a running operation.
+    pub timeout: Option<Duration>,
+}
+
+/// Decides and writes until the plan needs no second decision (see `Plan::decide_again`).
+pub(super) async fn decide_and_write(
+    snapshot: &mut Snapshot<'_>,
+    health: &BTreeMap<String, Health>,
+    context: &Context,
+) -> Result<ControlFlow<Action, Written>> {
+    let api = snapshot.operations_api(context);
+    let mut notes = Vec::new();
+    loop {
+        let children = snapshot.children();
+        let plan = decide(&Observed {
+            apply: snapshot.facts(),
+            children: &children,
+            lease: LeaseState::Held,
+            holder: context.leases.identity(),
+            health,
+            previous: snapshot.apply.status.as_ref(),
+            now: Timestamp::now(),
+        });
+        if plan.add_finalizer && !finalizer::add(snapshot, context).await? {
+            return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+        }
+        // Observing may have taken a while: the lease is checked again right before writing.
+        if !plan.writes.is_empty() && !still_held(snapshot, context).await? {
+            info!("lease lost before the operation writes; not writing");
+            return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
+        }
+        let (made, outcome) = write_plan(snapshot, &api, &plan, context).await;
+        notes.extend(plan.notes_for(&made).cloned());
+        if outcome.is_err() || made.iter().any(|made| !made) {
+            // The Events of the writes that went through are recorded; the rest is decided
+            // again from fresh reads.
+            events::publish_all(snapshot.apply, &notes, context).await;
+            // A conflict means someone else moved first: not an error.
+            outcome?;
+            return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+        }
+        if !plan.decide_again() {
+            return Ok(ControlFlow::Continue(Written { notes, timeout: plan.requeue_after }));
+        }
+    }
+}
+
+/// Makes the plan's writes batch by batch (see [`Plan::batches`]), the writes of a batch side
+/// by side; stops after the first batch in which a write did not go through. Says which writes
+/// were made, and the first error.
+async fn write_plan(
+    snapshot: &mut Snapshot<'_>,
+    api: &Api<Operation>,
+    plan: &Plan,
+    context: &Context,
+) -> (Vec<bool>, Result<()>) {
+    let mut made = vec![false; plan.writes.len()];
+    for batch in plan.batches() {
+        let apply = snapshot.apply;
+        let operations = &snapshot.operations;
+        let results: Vec<(usize, Result<Option<Operation>>)> = futures::stream::iter(batch.clone())
+            .map(|position| {
+                let write = &plan.writes[position];
+                let current = match write {
+                    OperationWrite::Status { index, .. } => operations.get(index),
+                    OperationWrite::Create { .. } => None,
+                };
+                async move { (position, write_one(apply, api, current, write, context).await) }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (position, result) in results {
+            match result {
+                Ok(Some(written)) => {
+                    made[position] = true;
+                    let index = written.spec.index;
+                    context.children.wrote(&snapshot.uid, snapshot.operations.get(&index), &written);
+                    snapshot.operations.insert(index, written);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return (made, Err(error));
+        }
+        if made[batch].iter().any(|made| !made) {
+            break;
+        }
+    }
+    (made, Ok(()))
+}
+
+/// One write: `Some` with what the API server returned, `None` when another writer moved first
+/// (a conflict, not an error: the next pass decides again).
+async fn write_one(
+    apply: &Apply,
+    api: &Api<Operation>,
+    current: Option<&Operation>,
+    write: &OperationWrite,
+    context: &Context,
+) -> Result<Option<Operation>> {
+    match write {
+        OperationWrite::Create { index, name } => create(apply, api, *index, name).await,
+        OperationWrite::Status { name, kind, status, .. } => {
+            let Some(current) = current else { return Ok(None) };
+            replace_status(api, current, name, *kind, status, context).await
+        }
+    }
+}
+
+async fn create(
+    apply: &Apply,
+    api: &Api<Operation>,
+    index: u32,
+    name: &str,
+) -> Result<Option<Operation>> {
+    let child = new_operation(apply, index, name)?;
+    let object_name = child.name_any();
+    match api.create(&PostParams::default(), &child).await {
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Ours, created meanwhile: re-read. Another Apply's: say so, it will not pass.
+            let existing = api.get_opt(&object_name).await.ok().flatten();
+            let owner = existing.as_ref().and_then(|op| op.owner_references().first().cloned());
+            match owner {
+                Some(owner) if Some(&owner.uid) != apply.metadata.uid.as_ref() => {
+                    Err(Error::Conflict(format!(
+                        "operation `{name}`: the Operation `{object_name}` already belongs to {} \
+                         `{}`; rename the operation or the Apply",
+                        owner.kind, owner.name
+                    )))
+                }
+                _ => Ok(None),
+            }
+        }
+        Err(source) => Err(Error::Kube {
+            context: format!(
+                "creating operation `{object_name}` in `{}`",
+                apply.namespace().unwrap_or_default()
+            ),
+            source,
+        }),
+    }
+}
+
+/// A replace of the status carrying the `resourceVersion` read: a compare-and-swap.
+async fn replace_status(
+    api: &Api<Operation>,
+    current: &Operation,
+    name: &str,
+    kind: WriteKind,
+    status: &OperationStatus,
+    context: &Context,
+) -> Result<Option<Operation>> {
+    let mut next = current.clone();
+    next.metadata.managed_fields = None;
+    next.status = Some(with_inventory(current, status, context));
+    let object_name = next.name_any();
+    match api.replace_status(&object_name, &PostParams::default(), &next).await {
+        Ok(written) => {
+            count_transition(kind, status, context);
+            // A take-over starts the run afresh here: re-apply, even if this replica held it
+            // once before.
+            if matches!(kind, WriteKind::Finish | WriteKind::Stop | WriteKind::TakeOver) {
+                let attempt = current.status.as_ref().map_or(0, |s| s.attempt);
+                context.runs.forget(&(current.uid().unwrap_or_default(), attempt));
+            }
+            debug!(operation = %name, ?kind, phase = ?status.phase, "operation written");
+            Ok(Some(written))
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            if kind == WriteKind::Claim {
+                context.metrics.claims_lost.inc();
+            }
+            debug!(operation = %name, ?kind, "conflict: another writer moved first");
+            Ok(None)
+        }
+        Err(source) => Err(Error::Kube {
+            context: format!(
+                "writing the status of operation `{object_name}` in `{}`",
+                current.namespace().unwrap_or_default()
+            ),
+            source,
+        }),
+    }
+}
+
+/// The inventory of a run this replica dispatched goes into its terminal (or stopped) status,
+/// so the Operation records what it applied.
+fn with_inventory(
+    current: &Operation,
+    status: &OperationStatus,
+    context: &Context,
+) -> OperationStatus {
+    let mut status = status.clone();
+    let ended = matches!(
+        status.phase,
+        OperationPhase::Succeeded | OperationPhase::Failed | OperationPhase::Stopped
+    );
+    if status.inventory.is_empty()
+        && ended
+        && let Some(inventory) =
+            context.runs.inventory(&(current.uid().unwrap_or_default(), status.attempt))
+    {
+        status.inventory = inventory;
+    }
+    status.observed_generation = current.metadata.generation;
+    status
+}
+
+fn count_transition(kind: WriteKind, status: &OperationStatus, context: &Context) {
+    if kind == WriteKind::Claim {
+        context.metrics.claims_won.inc();
+    }
+    context
+        .metrics
+        .operation_transitions
+        .get_or_create(&crate::metrics::PhaseLabels { phase: status.phase.as_str().to_owned() })
+        .inc();
+}
+
+/// The Operation for `spec.operations[index]`: a copy of the entry (with the template's
+/// manifests when it lists none), owned by the Apply.
+fn new_operation(apply: &Apply, index: u32, name: &str) -> Result<Operation> {
+    let apply_name = apply.name_any();
+    let entry = usize::try_from(index)
+        .ok()
+        .and_then(|i| apply.spec.operations.get(i))
+        .ok_or_else(|| {
+            Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}"))
+        })?;
+    let manifests = entry
+        .manifests
+        .clone()
+        .or_else(|| apply.spec.template.as_ref().map(|template| template.manifests.clone()))
+        .unwrap_or_default();
+    let owner = apply.controller_owner_ref(&()).ok_or_else(|| {
+        Error::Malformed(format!("Apply `{apply_name}` cannot own objects (no uid)"))
+    })?;
+    Ok(Operation {
+        metadata: ObjectMeta {
+            name: Some(format!("{apply_name}-{name}")),
+            namespace: apply.namespace(),
+            labels: Some(
+                [
+                    (LABEL_APPLY.to_owned(), apply_name.clone()),
+                    (LABEL_INDEX.to_owned(), index.to_string()),
+                ]
+                .into(),
+            ),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: OperationSpec {
+            index,
+            name: name.to_owned(),
+            target: entry.target.clone(),
+            manifests,
+            timeout: entry.timeout.clone(),
+        },
+        status: None,
+    })
+}

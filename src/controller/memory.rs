@@ -1,0 +1,81 @@
+//! What a replica remembers between passes that the cluster does not hold: the runs it
+//! dispatched (so a run is applied once, and its inventory recorded when it ends) and when it
+//! last wrote each Apply's status (to pace progress-only writes). Both are only ever a
+//! shortcut: after a restart they are empty, the new holder re-applies (server-side apply is
+//! idempotent) and writes the next status change at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::crd::InventoryEntry;
+use crate::engine::DispatchError;
+
+/// When this replica last wrote the status of each Apply, by uid. Only paces writes: after a
+/// restart it is empty and the next change is written at once.
+#[derive(Default)]
+pub struct StatusWrites(Mutex<HashMap<String, Instant>>);
+
+impl StatusWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long ago this replica last wrote the Apply's status.
+    pub fn since(&self, uid: &str) -> Option<Duration> {
+        self.lock().get(uid).map(Instant::elapsed)
+    }
+
+    /// Notes a status write now.
+    pub fn written(&self, uid: &str) {
+        self.lock().insert(uid.to_owned(), Instant::now());
+    }
+
+    /// Forgets a settled or deleted Apply.
+    pub fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+}
+
+/// What this replica's dispatch of a run gave.
+#[derive(Clone, Debug)]
+pub enum Dispatch {
+    /// Every manifest was applied.
+    Applied(Vec<InventoryEntry>),
+    /// A manifest failed; the ones before it were applied.
+    Failed(DispatchError),
+}
+
+/// The runs this replica dispatched, by `(operation uid, attempt)`.
+#[derive(Default)]
+pub struct Runs(Mutex<HashMap<(String, u32), Dispatch>>);
+
+impl Runs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Dispatch>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The dispatch of a run, if this replica made it.
+    pub fn get(&self, run: &(String, u32)) -> Option<Dispatch> {
+        self.lock().get(run).cloned()
+    }
+
+    /// Records the dispatch of a run.
+    pub fn record(&self, run: (String, u32), dispatch: Dispatch) {
+        self.lock().insert(run, dispatch);
+    }
+
+    /// What the run applied, if this replica dispatched it.
+    pub fn inventory(&self, run: &(String, u32)) -> Option<Vec<InventoryEntry>> {
+        self.get(run).map(|dispatch| match dispatch {
+            Dispatch::Applied(inventory) => inventory,
+            Dispatch::Failed(failure) => failure.applied,
+        })
+    }
+
+    /// Forgets a run that ended.
+    pub fn forget(&self, run: &(String, u32)) {
+        self.lock().remove(run);
+    }
+}
+
