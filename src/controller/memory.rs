@@ -78,4 +78,3 @@ impl Runs {
         self.lock().remove(run);
     }
 }
-

@@ -16,8 +16,8 @@ use super::project::{carry_transition_times, dismissal_rejection, project_roster
 use super::transitions::{self, Outcome};
 use super::{Child, parse_duration};
 use crate::crd::{
-    ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason,
-    OperationPhase, OperationStatus,
+    ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason, OperationPhase,
+    OperationStatus,
 };
 use crate::lifecycle::condition;
 

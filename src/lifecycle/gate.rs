@@ -97,6 +97,8 @@ pub(crate) fn claimable_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::FailurePolicy;
+    use crate::lifecycle::Idempotency;
     use crate::lifecycle::fixtures::{
         children, facts, failed, pending, running, spec, stopped, succeeded,
     };

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use super::KeyWrite;
 use super::facts::ApplyFacts;
 use super::project::carry_transition_times;
-use super::KeyWrite;
 use crate::crd::ApplyStatus;
 
 /// How a pass begins.
@@ -175,10 +175,10 @@ mod tests {
     fn deleting_removes_the_finalizer_once_nothing_runs() {
         let spec = spec(2, FailurePolicy::Halt, 1);
         let deleting = ApplyFacts { deleting: true, finalizer: true, ..facts(&spec) };
-        let stopped = project(&deleting, &children(vec![stopped(1), stopped(0)]));
-        assert_eq!(next(&deleting, &stopped, None, None, &PACE), Next::RemoveFinalizer);
-        let running = project(&deleting, &children(vec![running("me", 1), stopped(0)]));
-        assert_eq!(next(&deleting, &running, None, None, &PACE), Next::Requeue(PACE.health_check));
+        let done = project(&deleting, &children(vec![stopped(1), stopped(0)]));
+        assert_eq!(next(&deleting, &done, None, None, &PACE), Next::RemoveFinalizer);
+        let busy = project(&deleting, &children(vec![running("me", 1), stopped(0)]));
+        assert_eq!(next(&deleting, &busy, None, None, &PACE), Next::Requeue(PACE.health_check));
     }
 
     #[test]
@@ -199,7 +199,10 @@ mod tests {
         let status = project(&facts(&spec), &children(vec![running("me", 1), pending(0)]));
         let soon = Duration::from_millis(100);
         assert_eq!(next(&facts(&spec), &status, Some(soon), None, &PACE), Next::Requeue(soon));
-        assert_eq!(next(&facts(&spec), &status, None, None, &PACE), Next::Requeue(PACE.health_check));
+        assert_eq!(
+            next(&facts(&spec), &status, None, None, &PACE),
+            Next::Requeue(PACE.health_check)
+        );
     }
 
     #[test]

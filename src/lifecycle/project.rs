@@ -213,7 +213,9 @@ fn message(
                 counts.running
             ),
         },
-        (ApplyPhase::Running, _) if current.is_empty() && facts.idempotency.waiting_for().is_some() => {
+        (ApplyPhase::Running, _)
+            if current.is_empty() && facts.idempotency.waiting_for().is_some() =>
+        {
             format!(
                 "{done}; waiting: Apply `{}` is rolling out the same idempotency key",
                 facts.idempotency.waiting_for().unwrap_or_default()

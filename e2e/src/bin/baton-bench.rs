@@ -633,6 +633,7 @@ async fn scale(client: &Client, sizes: Sizes) {
                     generation: apply.metadata.generation,
                     created_at: apply.metadata.creation_timestamp.as_ref().map(|t| t.0),
                     deleting: false,
+                    finalizer: false,
                     idempotency: Idempotency::NotRequired,
                 };
                 let status = project(&facts, &children);

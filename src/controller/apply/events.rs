@@ -8,9 +8,9 @@ use kube::{Resource, ResourceExt};
 use tracing::debug;
 
 use super::{Context, is_permanent};
+use crate::Error;
 use crate::crd::{Apply, Operation};
 use crate::lifecycle::{EventText, Note, Severity, reconcile_failed, too_large};
-use crate::Error;
 
 /// The longest Event message sent; the API server refuses longer notes.
 const MAX_MESSAGE: usize = 1000;
@@ -40,12 +40,7 @@ pub(super) async fn record_failure(apply: &Apply, error: &Error, context: &Conte
     send(apply, text, None, context).await;
 }
 
-async fn send(
-    apply: &Apply,
-    text: EventText,
-    related: Option<ObjectReference>,
-    context: &Context,
-) {
+async fn send(apply: &Apply, text: EventText, related: Option<ObjectReference>, context: &Context) {
     let event = Event {
         type_: match text.severity {
             Severity::Normal => EventType::Normal,

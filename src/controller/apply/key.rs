@@ -12,12 +12,12 @@ use tracing::info;
 
 use super::snapshot::Snapshot;
 use super::{Context, RETRY_SOON, finalizer};
+use crate::Result;
 use crate::controller::keys;
 use crate::crd::{Apply, ApplyPhase};
 use crate::lifecycle::{
     Idempotency, KeyRecord, KeyWrite, key_needs_finalizer, key_write, observe_key,
 };
-use crate::Result;
 
 /// Takes or renews the key when `write` says so (the finalizer first: deleting the Apply must
 /// release what it holds), then reads it again for the decision.

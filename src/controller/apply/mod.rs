@@ -74,7 +74,8 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     let projected = project(&snapshot.facts(), &snapshot.children());
     let key_write = snapshot.key.next_write(projected.phase, snapshot.deleting());
     let facts = snapshot.facts();
-    let Begin::Drive { observe } = lifecycle::begin(&facts, &projected, apply.status.as_ref(), &key_write)
+    let Begin::Drive { observe } =
+        lifecycle::begin(&facts, &projected, apply.status.as_ref(), &key_write)
     else {
         let_go(context, &snapshot.uid);
         return Ok(Action::await_change());

@@ -86,7 +86,12 @@ impl<'a> Snapshot<'a> {
 }
 
 /// Lists the Apply's Operations (only before the watch cache has listed them once).
-async fn list(apply: &Apply, namespace: &str, uid: &str, context: &Context) -> Result<Vec<Operation>> {
+async fn list(
+    apply: &Apply,
+    namespace: &str,
+    uid: &str,
+    context: &Context,
+) -> Result<Vec<Operation>> {
     let name = apply.name_any();
     let api: Api<Operation> = Api::namespaced(context.client.clone(), namespace);
     let listed = api

@@ -110,7 +110,11 @@ async fn write_plan(
                 Ok(Some(written)) => {
                     made[position] = true;
                     let index = written.spec.index;
-                    context.children.wrote(&snapshot.uid, snapshot.operations.get(&index), &written);
+                    context.children.wrote(
+                        &snapshot.uid,
+                        snapshot.operations.get(&index),
+                        &written,
+                    );
                     snapshot.operations.insert(index, written);
                 }
                 Ok(None) => {}
@@ -262,12 +266,9 @@ fn count_transition(kind: WriteKind, status: &OperationStatus, context: &Context
 /// manifests when it lists none), owned by the Apply.
 fn new_operation(apply: &Apply, index: u32, name: &str) -> Result<Operation> {
     let apply_name = apply.name_any();
-    let entry = usize::try_from(index)
-        .ok()
-        .and_then(|i| apply.spec.operations.get(i))
-        .ok_or_else(|| {
-            Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}"))
-        })?;
+    let entry = usize::try_from(index).ok().and_then(|i| apply.spec.operations.get(i)).ok_or_else(
+        || Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}")),
+    )?;
     let manifests = entry
         .manifests
         .clone()
