@@ -11,7 +11,6 @@ mod children;
 mod keys;
 mod memory;
 
-pub use apply::FINALIZER;
 pub use memory::{Dispatch, Runs, StatusWrites};
 
 use std::net::SocketAddr;

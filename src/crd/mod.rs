@@ -17,6 +17,9 @@ pub const VERSION: &str = "v1alpha1";
 pub const LABEL_APPLY: &str = "baton.dev/apply";
 /// Label on each Operation carrying its index in `spec.operations`.
 pub const LABEL_INDEX: &str = "baton.dev/index";
+/// baton's finalizer on an Apply: held from its first claim (or its idempotency key) until
+/// deleting it has stopped what runs and released the key.
+pub const FINALIZER: &str = "baton.dev/cleanup";
 
 /// Renders both CRDs as one multi-document YAML stream, the form `crds/` stores.
 pub fn crds_yaml() -> Result<Vec<(&'static str, String)>, serde_yaml_ng::Error> {

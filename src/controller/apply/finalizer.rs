@@ -9,17 +9,8 @@ use tracing::info;
 
 use super::Context;
 use super::snapshot::Snapshot;
-use crate::crd::Apply;
+use crate::crd::{Apply, FINALIZER};
 use crate::{Error, Result};
-
-/// Held from an Apply's first claim until deleting it has stopped what runs and released its
-/// idempotency key.
-pub const FINALIZER: &str = "baton.dev/cleanup";
-
-/// Whether baton's finalizer is on the Apply.
-pub(super) fn present(apply: &Apply) -> bool {
-    apply.finalizers().iter().any(|finalizer| finalizer == FINALIZER)
-}
 
 /// Adds the finalizer unless this pass already did; `false` when the Apply changed meanwhile
 /// (re-read and decide again). The snapshot follows the write, so a second call in the same

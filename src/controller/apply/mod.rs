@@ -28,10 +28,10 @@ use kube::runtime::controller::Action;
 use tracing::{debug, instrument};
 
 use super::Context;
-use crate::lifecycle::{self, Begin, Next, Pace, project};
+use crate::crd::Apply;
+use crate::lifecycle::{self, Begin, Next, Pace};
 use crate::{Error, Result};
 
-pub use self::finalizer::FINALIZER;
 use self::snapshot::Snapshot;
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
@@ -65,18 +65,11 @@ pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Actio
     outcome
 }
 
-use crate::crd::Apply;
-
 /// One pass over the Apply, step by step.
 async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     let mut timings = Timings::start();
     let mut snapshot = Snapshot::read(apply, context).await?;
-    let projected = project(&snapshot.facts(), &snapshot.children());
-    let key_write = snapshot.key.next_write(projected.phase, snapshot.deleting());
-    let facts = snapshot.facts();
-    let Begin::Drive { observe } =
-        lifecycle::begin(&facts, &projected, apply.status.as_ref(), &key_write)
-    else {
+    let (Begin::Drive { observe }, key_write) = snapshot.begin() else {
         let_go(context, &snapshot.uid);
         return Ok(Action::await_change());
     };
@@ -122,6 +115,8 @@ async fn settle(
         Next::Requeue(wait) => Ok(Action::requeue(wait)),
         Next::RemoveFinalizer => {
             finalizer::remove(snapshot, context).await?;
+            // Gone for good: its operations leave the gauge.
+            context.metrics.count_operations(&snapshot.uid, None);
             let_go(context, &snapshot.uid);
             Ok(Action::await_change())
         }

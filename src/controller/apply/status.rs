@@ -37,8 +37,7 @@ pub(super) async fn publish(
     let previous = snapshot.apply.status.as_ref();
     let mut status = project(&snapshot.facts(), &snapshot.children());
     carry_transition_times(previous, &mut status);
-    let counted = (!snapshot.deleting()).then_some(&status.operations);
-    context.metrics.count_operations(&snapshot.uid, counted);
+    context.metrics.count_operations(&snapshot.uid, Some(&status.operations));
     let since_last_write = context.status_writes.since(&snapshot.uid);
     let mut held_back = None;
     match status_write(previous, &status, since_last_write, PROGRESS_WRITE_INTERVAL) {

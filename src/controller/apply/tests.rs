@@ -301,7 +301,7 @@ async fn a_stop_pass_stops_what_runs_and_what_waits_and_writes_the_parent_once()
     let Harness { context, mut cache, _woken } = harness(api.clone());
     let mut apply = apply(3, 1, &api);
     apply.spec.stop = true;
-    apply.metadata.finalizers = Some(vec![super::FINALIZER.into()]);
+    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
     let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1), fixtures::pending(0)];
     seed(&apply, statuses, &api, &mut cache);
 
@@ -327,7 +327,7 @@ async fn a_settling_pass_writes_the_last_status_and_lets_the_apply_go() {
     let api = Arc::new(Mutex::new(FakeApi::default()));
     let Harness { context, mut cache, _woken } = harness(api.clone());
     let mut apply = apply(2, 1, &api);
-    apply.metadata.finalizers = Some(vec![super::FINALIZER.into()]);
+    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
     let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1)];
     seed(&apply, statuses, &api, &mut cache);
     // The run was applied earlier and is healthy now: nothing to dispatch, nothing to read.
