@@ -91,6 +91,9 @@ pub enum FailureReason {
     Unhealthy,
     /// The objects were not healthy before the operation's timeout.
     Timeout,
+    /// The Operation was deleted after baton created it: whether its step ran is unknown, so
+    /// it is recreated as this failure and runs again only when the error is dismissed.
+    Lost,
 }
 
 impl FailureReason {
@@ -100,6 +103,7 @@ impl FailureReason {
             FailureReason::DispatchFailed => "DispatchFailed",
             FailureReason::Unhealthy => "Unhealthy",
             FailureReason::Timeout => "Timeout",
+            FailureReason::Lost => "Lost",
         }
     }
 }

@@ -69,6 +69,8 @@ pub enum WriteKind {
     Resume,
     /// `Failed → Pending` by a dismissal.
     Dismiss,
+    /// `Pending → Failed (Lost)`: the record that replaces a deleted Operation.
+    Lost,
 }
 
 impl WriteKind {
@@ -90,6 +92,9 @@ pub enum OperationWrite {
         index: u32,
         /// The step's name.
         name: String,
+        /// The Operation existed once and was deleted: the new one is marked as recreated,
+        /// and becomes a `Lost` record instead of a step to run.
+        recreated: bool,
     },
     /// Write `status` to the Operation, guarded by the `resourceVersion` read.
     Status {
@@ -178,14 +183,18 @@ impl Plan {
 
 /// Decides one reconcile. Writes nothing unless this replica holds the lease.
 pub fn decide(observed: &Observed<'_>) -> Plan {
-    if observed.lease != LeaseState::Held {
+    let facts = &observed.apply;
+    if observed.lease != LeaseState::Held && facts.writes_need_lease() {
         return Plan::default();
     }
-    let facts = &observed.apply;
     let mut roster = Roster::new(facts.spec, observed.children);
     let missing: Vec<OperationWrite> = roster
         .missing()
-        .map(|slot| OperationWrite::Create { index: slot.index, name: slot.name.to_owned() })
+        .map(|slot| OperationWrite::Create {
+            index: slot.index,
+            name: slot.name.to_owned(),
+            recreated: facts.operations_created,
+        })
         .collect();
     if !missing.is_empty() && !facts.deleting {
         let status = settled_status(observed, &roster);
@@ -194,7 +203,11 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
 
     let mut plan = Plan::default();
     running_checks(observed, &mut roster, &mut plan);
+    record_lost(observed, &mut roster, &mut plan);
     if facts.stop_in_effect() {
+        // A dismissal works the same while stopped (section 5): what it resets, the standing
+        // stop then parks (section 4), and a resume runs it.
+        dismissal(observed, &mut roster, &mut plan);
         stop_pending(observed, &mut roster, &mut plan);
     } else {
         resume_stopped(observed, &mut roster, &mut plan);
@@ -210,6 +223,23 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
     plan.status = Some(status);
     plan.add_finalizer = plan.claims() && !facts.finalizer;
     plan
+}
+
+/// A step that already ran is never run again because its Operation vanished: an Operation
+/// baton recreated becomes a `Lost` failure before anything can claim it (see
+/// `transitions::lost`); only a dismissal of that error runs the step again.
+fn record_lost(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
+    for position in 0..roster.slots().len() {
+        let slot = &roster.slots()[position];
+        let fresh = slot.status.attempt == 0 && slot.status.dismissed.is_none();
+        if !(slot.exists && slot.recreated && fresh) {
+            continue;
+        }
+        if let Ok(next) = transitions::lost(&slot.status, observed.now) {
+            let note = Note::Lost { operation: slot.name.to_owned() };
+            record(roster, plan, position, WriteKind::Lost, next, Some(note));
+        }
+    }
 }
 
 /// SPEC.md section 4, rule 2: every `Pending` operation becomes `Stopped`.

@@ -76,6 +76,10 @@ pub struct ApplyFacts<'a> {
     pub deleting: bool,
     /// baton's cleanup finalizer is on the Apply.
     pub finalizer: bool,
+    /// baton created every Operation once already (as the controller reads it from the Apply:
+    /// a status with a phase, or the finalizer with some Operation present). A missing
+    /// Operation then was deleted.
+    pub operations_created: bool,
     /// The idempotency key's state.
     pub idempotency: Idempotency,
 }
@@ -87,6 +91,15 @@ impl ApplyFacts<'_> {
     /// runs. Every reader asks this function, never `spec.stop` itself.
     pub fn stop_in_effect(&self) -> bool {
         self.spec.stop || self.deleting
+    }
+
+    /// Whether writes for this Apply must be made under its lease. Not while it is being
+    /// deleted: its namespace may be terminating (no new lease can be created there), and
+    /// every write deleting makes is guarded by itself (stops and the key's release by
+    /// resourceVersion, the finalizer's removal by resourceVersion, the status by being the
+    /// same projection on every replica), while the gate stays shut to claims.
+    pub fn writes_need_lease(&self) -> bool {
+        !self.deleting
     }
 
     /// The failure policy in force: an unknown value means `Halt` (fail closed).
@@ -106,6 +119,21 @@ pub fn error_id(operation: &str, attempt: u32) -> String {
     format!("{operation}-{attempt}")
 }
 
+/// How many characters of a recreated Operation's uid its error ids carry.
+const INCARNATION_CHARS: usize = 5;
+
+/// The error id of an operation's record: `<operation>-<attempt>`, and for a record baton
+/// recreated after the first was deleted `<operation>-<attempt>-<uid prefix>`, so an id is
+/// never reused within an Apply whatever happens to its Operations: a recreated record starts
+/// its attempts again, and a standing `dismissError` must not dismiss its errors.
+fn record_error_id(slot: &Slot<'_>) -> String {
+    let id = error_id(slot.name, slot.status.attempt);
+    match slot.recreated {
+        true => format!("{id}-{}", slot.uid.chars().take(INCARNATION_CHARS).collect::<String>()),
+        false => id,
+    }
+}
+
 /// One entry of the roster: a spec operation and its status (a fresh `Pending` one for an
 /// operation not created yet).
 #[derive(Clone, Debug)]
@@ -118,6 +146,10 @@ pub(crate) struct Slot<'a> {
     pub status: Cow<'a, OperationStatus>,
     /// An Operation exists for it (only existing ones can be written).
     pub exists: bool,
+    /// Its Operation's uid (empty when none exists).
+    pub uid: &'a str,
+    /// Its Operation was recreated by baton after being deleted.
+    pub recreated: bool,
 }
 
 /// The spec's operations in index order, each with its child's status.
@@ -144,6 +176,8 @@ impl<'a> Roster<'a> {
                         |child| Cow::Borrowed(&child.status),
                     ),
                     exists: child.is_some(),
+                    uid: child.map_or("", |child| child.uid.as_str()),
+                    recreated: child.is_some_and(|child| child.recreated),
                 }
             })
             .collect();
@@ -208,7 +242,7 @@ impl<'a> Roster<'a> {
     pub fn first_error(&self) -> Option<ApplyError> {
         self.slots.iter().find(|slot| slot.status.phase == OperationPhase::Failed).map(|slot| {
             ApplyError {
-                id: error_id(slot.name, slot.status.attempt),
+                id: record_error_id(slot),
                 operation: slot.name.to_owned(),
                 reason: slot.status.reason.clone().unwrap_or_else(|| "Failed".to_owned()),
                 message: one_line(slot.status.message.as_deref().unwrap_or("no message recorded")),

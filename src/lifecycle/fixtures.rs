@@ -103,6 +103,8 @@ pub fn children(statuses: Vec<OperationStatus>) -> Vec<Child> {
             name: op_name(index),
             index: u32::try_from(index).expect("small index"),
             status,
+            uid: format!("uid-{index}"),
+            recreated: false,
         })
         .collect()
 }
@@ -115,6 +117,7 @@ pub fn facts(spec: &ApplySpec) -> ApplyFacts<'_> {
         created_at: Some(at(-100)),
         deleting: false,
         finalizer: false,
+        operations_created: false,
         idempotency: Idempotency::NotRequired,
     }
 }

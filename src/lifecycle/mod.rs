@@ -43,9 +43,9 @@ pub use notes::{EventText, Note, Severity, reconcile_failed, too_large};
 pub use pacing::{StatusWrite, status_write};
 pub use pass::{Begin, Next, Pace, begin, key_needs_finalizer, next};
 pub use project::{carry_transition_times, project};
-pub use transitions::{Outcome, Refused, claim, dismiss, finish, resume, stop, take_over};
+pub use transitions::{Outcome, Refused, claim, dismiss, finish, lost, resume, stop, take_over};
 
-use crate::crd::{Operation, OperationStatus};
+use crate::crd::{ANNOTATION_RECREATED, Operation, OperationStatus};
 
 /// Condition types written on an Apply.
 pub mod condition {
@@ -86,6 +86,10 @@ pub struct Child {
     pub index: u32,
     /// The Operation's status as read.
     pub status: OperationStatus,
+    /// The Operation's uid: it tells one incarnation of a step's record from another.
+    pub uid: String,
+    /// baton recreated this Operation after the one it first created was deleted.
+    pub recreated: bool,
 }
 
 impl From<&Operation> for Child {
@@ -94,6 +98,12 @@ impl From<&Operation> for Child {
             name: operation.spec.name.clone(),
             index: operation.spec.index,
             status: operation.status.clone().unwrap_or_default(),
+            uid: operation.metadata.uid.clone().unwrap_or_default(),
+            recreated: operation
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|annotations| annotations.contains_key(ANNOTATION_RECREATED)),
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum Note {
     TakenOver { operation: String, attempt: u32, from: Option<String> },
     /// An operation failed.
     Failed { operation: String, attempt: u32, reason: FailureReason, message: String },
+    /// An operation's Operation was deleted and recreated as a `Lost` failure.
+    Lost { operation: String },
     /// A running operation was stopped (its objects stay as far as they got). Pending siblings
     /// are stopped without an Event each: `StopCompleted` counts them.
     Stopped { operation: String },
@@ -58,7 +60,8 @@ impl Note {
         match self {
             Note::TakenOver { operation, .. }
             | Note::Failed { operation, .. }
-            | Note::Stopped { operation } => Some(operation),
+            | Note::Stopped { operation }
+            | Note::Lost { operation } => Some(operation),
             _ => None,
         }
     }
@@ -105,6 +108,15 @@ impl Note {
                 "OperationStopped",
                 format!(
                     "operation `{operation}` stopped while running; its objects stay as applied"
+                ),
+            ),
+            Note::Lost { operation } => (
+                Warning,
+                "OperationLost",
+                format!(
+                    "the Operation of step `{operation}` was deleted after baton created it; it is \
+                     recreated as a failure (Lost) and its step runs again only if the error is \
+                     dismissed"
                 ),
             ),
             Note::Resumed => {

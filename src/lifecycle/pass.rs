@@ -18,11 +18,14 @@ pub enum Begin {
     /// Nothing to do: the Apply settled and its status says so (or it is being deleted and
     /// holds nothing of baton's). Hold no lease for it and forget it until it changes.
     LetGo,
-    /// Compete for the lease and drive the rollout.
+    /// Drive the rollout.
     Drive {
         /// Whether this replica applies and checks the running operations it holds before
         /// deciding: not while a stop is in effect, when they stop at this check instead.
         observe: bool,
+        /// Whether the pass holds the Apply's lease for its writes (see
+        /// `ApplyFacts::writes_need_lease`): not while the Apply is being deleted.
+        lease: bool,
     },
 }
 
@@ -45,7 +48,7 @@ pub fn begin(
     if !facts.deleting && settled(&status) && recorded && *key == KeyWrite::Keep {
         return Begin::LetGo;
     }
-    Begin::Drive { observe: !facts.stop_in_effect() }
+    Begin::Drive { observe: !facts.stop_in_effect(), lease: facts.writes_need_lease() }
 }
 
 /// Whether writing `key` needs baton's finalizer on the Apply first: holding a key is
@@ -129,7 +132,7 @@ mod tests {
         assert_eq!(begin, Begin::LetGo);
         assert_eq!(
             super::begin(&facts(&spec), &status, None, &KeyWrite::Keep),
-            Begin::Drive { observe: true },
+            Begin::Drive { observe: true, lease: true },
             "its status is still to be written"
         );
     }
@@ -140,7 +143,7 @@ mod tests {
         let children = children(vec![succeeded(1)]);
         let status = project(&facts(&spec), &children);
         let begin = begin(&facts(&spec), &status, Some(&status), &KeyWrite::MarkSucceeded);
-        assert_eq!(begin, Begin::Drive { observe: true });
+        assert_eq!(begin, Begin::Drive { observe: true, lease: true });
     }
 
     #[test]
@@ -149,7 +152,7 @@ mod tests {
         spec.stop = true;
         let status = project(&facts(&spec), &children(vec![running("me", 1), pending(0)]));
         let begin = begin(&facts(&spec), &status, None, &KeyWrite::Keep);
-        assert_eq!(begin, Begin::Drive { observe: false });
+        assert_eq!(begin, Begin::Drive { observe: false, lease: true });
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Property tests: random histories of claims, health results, stops, resumes, dismissals and
-//! lease moves, driven through [`decide`] against an in-memory API, with the spec's invariants
-//! checked after every step and a liveness check at the end.
+//! Property tests: random histories of claims, health results, stops, resumes, dismissals,
+//! lease moves, Operations deleted by hand and statuses overwritten by hand, driven through
+//! [`decide`] against an in-memory API, with the spec's invariants checked after every step and
+//! a liveness check at the end.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,11 @@ enum Event {
     /// The lease moves to another replica (the old one crashed or lost it).
     LeaseMoves(usize),
     Tick(u16),
+    /// Someone deletes the Operation of step `n % len`.
+    Vanish(usize),
+    /// Someone overwrites the status of step `n % len` by hand: a pending one to `Succeeded`, a
+    /// running one to `Failed`.
+    Overwrite(usize),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +63,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<u8>().prop_map(Event::DismissStale),
         1 => (0usize..3).prop_map(Event::LeaseMoves),
         1 => (0u16..900).prop_map(Event::Tick),
+        1 => (0usize..8).prop_map(Event::Vanish),
+        1 => (0usize..8).prop_map(Event::Overwrite),
     ]
 }
 
@@ -76,17 +84,32 @@ struct World {
     holder: usize,
     health: BTreeMap<String, Health>,
     now: i64,
+    /// Every Operation was created once and the status written (a full pass went through).
+    created: bool,
+    /// The uids handed out so far.
+    uids: u32,
 }
 
 impl World {
     fn new(spec: ApplySpec) -> Self {
-        World { spec, children: Vec::new(), holder: 0, health: BTreeMap::new(), now: 0 }
+        World {
+            spec,
+            children: Vec::new(),
+            holder: 0,
+            health: BTreeMap::new(),
+            now: 0,
+            created: false,
+            uids: 0,
+        }
+    }
+
+    fn facts(&self) -> ApplyFacts<'_> {
+        ApplyFacts { operations_created: self.created, ..facts(&self.spec) }
     }
 
     fn decide_as(&self, holder: &str, lease: LeaseState) -> Plan {
-        let facts = facts(&self.spec);
         decide(&Observed {
-            apply: facts,
+            apply: self.facts(),
             children: &self.children,
             lease,
             holder,
@@ -122,12 +145,20 @@ impl World {
 
     fn write_one(&mut self, write: &OperationWrite) {
         match write {
-            OperationWrite::Create { index, name } => self.children.push(Child {
-                name: name.clone(),
-                index: *index,
-                status: OperationStatus::default(),
-            }),
-            OperationWrite::Status { index, name, status, .. } => {
+            OperationWrite::Create { index, name, recreated } => {
+                self.uids += 1;
+                self.children.push(Child {
+                    name: name.clone(),
+                    index: *index,
+                    status: OperationStatus::default(),
+                    uid: format!("{:05}", self.uids),
+                    recreated: *recreated,
+                });
+            }
+            OperationWrite::Status { index, name, status, kind } => {
+                // The finalizer goes on before the first claim: from then on a missing
+                // Operation was deleted.
+                self.created |= *kind == WriteKind::Claim;
                 if let Some(child) = self.children.iter_mut().find(|c| c.index == *index) {
                     child.status = (**status).clone();
                 }
@@ -148,6 +179,7 @@ impl World {
                 let plan = self.decide_as(REPLICAS[self.holder], LeaseState::Held);
                 self.write(&plan);
                 check_reconcile(&self.spec, &before, &self.children, &plan)?;
+                self.created |= self.children.len() == self.spec.operations.len();
             }
             Event::ReconcileCutShort(failing) => {
                 let plan = self.decide_as(REPLICAS[self.holder], LeaseState::Held);
@@ -179,6 +211,18 @@ impl World {
             Event::DismissStale(n) => self.spec.dismiss_error = Some(format!("zz-{n}")),
             Event::LeaseMoves(to) => self.holder = *to,
             Event::Tick(seconds) => self.now += i64::from(*seconds),
+            Event::Vanish(n) => {
+                if !self.children.is_empty() {
+                    self.children.remove(n % self.children.len());
+                }
+            }
+            Event::Overwrite(n) => {
+                let now = at(self.now);
+                let position = n % self.children.len().max(1);
+                if let Some(child) = self.children.get_mut(position) {
+                    overwrite(&mut child.status, now);
+                }
+            }
         }
         check_state(&self.spec, &self.children)
     }
@@ -200,7 +244,18 @@ fn check_reconcile(
         };
         let from = state.iter().find(|c| c.index == *index).map(|c| c.status.phase);
         match kind {
-            WriteKind::Claim => prop_assert!(!spec.stop, "no claim while a stop is pending"),
+            WriteKind::Claim => {
+                prop_assert!(!spec.stop, "no claim while a stop is pending");
+                let child = state.iter().find(|c| c.index == *index);
+                prop_assert!(
+                    child.is_some_and(|c| !c.recreated || c.status.dismissed.is_some()),
+                    "a step whose Operation vanished ran again without a dismissal"
+                );
+            }
+            WriteKind::Lost => {
+                let child = state.iter().find(|c| c.index == *index);
+                prop_assert!(child.is_some_and(|c| c.recreated), "only a recreated record is Lost");
+            }
             WriteKind::Stop => {
                 prop_assert!(spec.stop, "only a stop request stops");
                 prop_assert!(
@@ -256,6 +311,21 @@ fn check_reconcile(
     Ok(())
 }
 
+/// A hand edit of a status, as `kubectl patch --subresource=status` would make it: a pending
+/// step marked `Succeeded`, a running one `Failed`.
+fn overwrite(status: &mut OperationStatus, now: k8s_openapi::jiff::Timestamp) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let phase = match status.phase {
+        OperationPhase::Pending => OperationPhase::Succeeded,
+        OperationPhase::Running => OperationPhase::Failed,
+        _ => return,
+    };
+    status.phase = phase;
+    status.claim = None;
+    status.completed_at = Some(Time(now));
+    status.reason = Some("EditedByHand".into());
+}
+
 /// Invariants of any state the history reaches.
 fn check_state(spec: &ApplySpec, children: &[Child]) -> Result<(), TestCaseError> {
     let facts = facts(spec);
@@ -302,8 +372,13 @@ fn check_state(spec: &ApplySpec, children: &[Child]) -> Result<(), TestCaseError
     if let Some(last_running) =
         sorted.iter().rposition(|c| c.status.phase == OperationPhase::Running)
     {
+        // A recreated record waiting to be marked Lost is Pending for one pass, but never
+        // claimable: it is not part of the window.
+        let awaiting_lost = |c: &Child| c.recreated && c.status.dismissed.is_none();
         prop_assert!(
-            sorted[..last_running].iter().all(|c| c.status.phase != OperationPhase::Pending),
+            sorted[..last_running]
+                .iter()
+                .all(|c| c.status.phase != OperationPhase::Pending || awaiting_lost(c)),
             "a Pending operation below a Running one: the window skipped an index"
         );
     }

@@ -87,8 +87,8 @@ fn missing_operations_are_created_before_anything_else() {
     assert_eq!(
         plan.writes,
         vec![
-            OperationWrite::Create { index: 1, name: "b".into() },
-            OperationWrite::Create { index: 2, name: "c".into() },
+            OperationWrite::Create { index: 1, name: "b".into(), recreated: false },
+            OperationWrite::Create { index: 2, name: "c".into(), recreated: false },
         ]
     );
 }
@@ -642,4 +642,141 @@ fn a_stop_withdrawn_before_it_reached_a_running_operation_resumes_once_that_one_
     let resumed: Vec<_> = writes(&plan(&spec, ended)).into_iter().map(|(n, k, _)| (n, k)).collect();
     assert!(resumed.contains(&("a".into(), WriteKind::Resume)), "{resumed:?}");
     assert!(resumed.contains(&("d".into(), WriteKind::Resume)), "{resumed:?}");
+}
+
+// Lifecycle edges: what deleting, recreating or editing a child, or deleting the Apply's
+// namespace, does (the README's Decisions).
+
+/// Decides with `facts` instead of the fixture's.
+fn plan_as(facts: ApplyFacts<'_>, children: &[Child], lease: LeaseState) -> Plan {
+    let health = BTreeMap::new();
+    decide(&Observed {
+        apply: facts,
+        children,
+        lease,
+        holder: ME,
+        health: &health,
+        previous: None,
+        now: at(10),
+    })
+}
+
+#[test]
+fn a_vanished_operation_of_an_apply_whose_operations_were_created_is_recreated_as_a_record() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    let mut present = children(vec![succeeded(1), pending(0)]);
+    present.remove(0);
+    let created = ApplyFacts { operations_created: true, ..facts(&spec) };
+    let plan = plan_as(created, &present, LeaseState::Held);
+    assert_eq!(
+        plan.writes,
+        vec![OperationWrite::Create { index: 0, name: "a".into(), recreated: true }]
+    );
+    let fresh = plan_as(facts(&spec), &present, LeaseState::Held);
+    assert_eq!(
+        fresh.writes,
+        vec![OperationWrite::Create { index: 0, name: "a".into(), recreated: false }],
+        "before every Operation was created once, a missing one was never there"
+    );
+}
+
+#[test]
+fn a_recreated_operation_is_lost_never_claimed_and_runs_again_only_by_dismissal() {
+    let mut spec = spec(2, FailurePolicy::Halt, 1);
+    let mut recreated = children(vec![pending(0), pending(0)]);
+    recreated[0].recreated = true;
+    let plan = plan_as(facts(&spec), &recreated, LeaseState::Held);
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::Lost, OperationPhase::Failed)]);
+    assert!(plan.notes.contains(&Note::Lost { operation: "a".into() }));
+    let status = plan.status.expect("a status");
+    assert_eq!(status.phase, Some(ApplyPhase::Failed));
+    let error = status.error.expect("the lost step is the error");
+    assert_eq!(error.reason, "Lost");
+    assert_eq!(error.id, "a-0-uid-0", "a recreated record's ids carry its uid");
+
+    // Dismissed on purpose: the step runs again, and is never marked lost a second time.
+    let OperationWrite::Status { status: lost, .. } = &plan.writes[0] else { panic!("a write") };
+    recreated[0].status = (**lost).clone();
+    spec.dismiss_error = Some(error.id);
+    let plan = plan_as(facts(&spec), &recreated, LeaseState::Held);
+    assert_eq!(
+        writes(&plan),
+        vec![
+            ("a".into(), WriteKind::Dismiss, OperationPhase::Pending),
+            ("a".into(), WriteKind::Claim, OperationPhase::Running),
+        ]
+    );
+}
+
+#[test]
+fn an_error_id_is_never_reused_when_a_failed_operation_is_recreated() {
+    let mut spec = spec(1, FailurePolicy::Halt, 1);
+    // `a-1` was dismissed and stands in the spec; the Operation is deleted and recreated, and
+    // fails again on its own attempt 1.
+    spec.dismiss_error = Some("a-1".into());
+    let mut again = children(vec![failed(1)]);
+    again[0].recreated = true;
+    let plan = plan_as(facts(&spec), &again, LeaseState::Held);
+    assert!(
+        !writes(&plan).iter().any(|(_, kind, _)| *kind == WriteKind::Dismiss),
+        "a standing dismissal of an earlier incarnation dismisses nothing"
+    );
+    assert_eq!(plan.status.and_then(|s| s.error).map(|e| e.id), Some("a-1-uid-0".into()));
+}
+
+#[test]
+fn a_dismissal_by_the_current_id_works_while_stopped_and_the_stop_parks_what_it_reset() {
+    let mut spec = spec(3, FailurePolicy::Halt, 1);
+    spec.stop = true;
+    spec.dismiss_error = Some("a-1".into());
+    let plan = plan(&spec, vec![failed(1), stopped(0), stopped(0)]);
+    assert_eq!(
+        writes(&plan),
+        vec![
+            ("a".into(), WriteKind::Dismiss, OperationPhase::Pending),
+            ("a".into(), WriteKind::Stop, OperationPhase::Stopped),
+        ]
+    );
+    assert!(plan.notes.contains(&Note::ErrorDismissed { id: "a-1".into() }));
+    let status = plan.status.expect("a status");
+    assert_eq!(status.phase, Some(ApplyPhase::Stopped), "resumable: a resume runs it");
+    assert_eq!(status.error, None);
+}
+
+#[test]
+fn a_deleted_apply_stops_what_runs_without_its_lease() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    let deleting = ApplyFacts { deleting: true, finalizer: true, ..facts(&spec) };
+    let present = children(vec![running(ME, 1), pending(0)]);
+    let plan = plan_as(deleting, &present, LeaseState::NotHeld);
+    assert_eq!(
+        writes(&plan),
+        vec![
+            ("a".into(), WriteKind::Stop, OperationPhase::Stopped),
+            ("b".into(), WriteKind::Stop, OperationPhase::Stopped),
+        ]
+    );
+    let live = plan_as(facts(&spec), &present, LeaseState::NotHeld);
+    assert_eq!(live, Plan::default(), "a live Apply's writes still need the lease");
+}
+
+#[test]
+fn a_deleted_apply_whose_operations_vanished_recreates_nothing() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    let deleting =
+        ApplyFacts { deleting: true, finalizer: true, operations_created: true, ..facts(&spec) };
+    let plan = plan_as(deleting, &[], LeaseState::NotHeld);
+    assert!(plan.writes.is_empty(), "the namespace is going: {:?}", plan.writes);
+}
+
+#[test]
+fn hand_edits_are_followed_as_records_and_never_run_a_step_again() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    // A pending step marked Succeeded by hand is skipped, never run.
+    let edited = plan(&spec, vec![succeeded(0), pending(0)]);
+    assert_eq!(writes(&edited), vec![("b".into(), WriteKind::Claim, OperationPhase::Running)]);
+    // A running step marked Failed by hand fails the rollout; nothing runs it again.
+    let failed_by_hand = plan(&spec, vec![failed(1), pending(0)]);
+    assert!(writes(&failed_by_hand).is_empty());
+    assert_eq!(failed_by_hand.status.and_then(|s| s.phase), Some(ApplyPhase::Failed));
 }

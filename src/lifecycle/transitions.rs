@@ -144,6 +144,24 @@ pub fn stop(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus,
     Ok(next)
 }
 
+/// `Pending → Failed (Lost)` for the record that replaces a deleted Operation, before anything
+/// can claim it: baton cannot tell whether the step ran, so a person decides (by dismissing
+/// the error) whether it runs again.
+pub fn lost(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus, Refused> {
+    expect(status, OperationPhase::Pending)?;
+    let mut next = status.clone();
+    next.phase = OperationPhase::Failed;
+    next.completed_at = Some(Time(now));
+    next.reason = Some(FailureReason::Lost.as_str().to_owned());
+    next.message = Some(
+        "the step's Operation was deleted after baton created it; whether the step ran is \
+         unknown, so it is not run again by itself: dismiss this error to run it"
+            .to_owned(),
+    );
+    set_ready(&mut next, now);
+    Ok(next)
+}
+
 /// `Stopped → Pending` when the stop request is withdrawn.
 pub fn resume(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus, Refused> {
     expect(status, OperationPhase::Stopped)?;

@@ -69,11 +69,12 @@ pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Actio
 async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     let mut timings = Timings::start();
     let mut snapshot = Snapshot::read(apply, context).await?;
-    let (Begin::Drive { observe }, key_write) = snapshot.begin() else {
+    let (Begin::Drive { observe, lease }, key_write) = snapshot.begin() else {
         let_go(context, &snapshot.uid);
         return Ok(Action::await_change());
     };
-    if context.leases.acquire(apply).await?.is_none() {
+    snapshot.under_lease = lease;
+    if lease && context.leases.acquire(apply).await?.is_none() {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
     }
@@ -135,10 +136,14 @@ fn let_go(context: &Context, uid: &str) {
     context.children.forget(uid);
 }
 
-/// Whether the lease is still this replica's, by a fresh read. The expiry read at the start of
-/// the pass is not enough: a competing replica's lease manager that believes the lease expired
-/// (from its own earlier read) clears it without looking again, and may then take it at once.
-async fn still_held(snapshot: &Snapshot<'_>, context: &Context) -> Result<bool> {
+/// Whether the pass may write: when its writes need the lease, whether the lease is still this
+/// replica's, by a fresh read. The expiry read at the start of the pass is not enough: a
+/// competing replica's lease manager that believes the lease expired (from its own earlier
+/// read) clears it without looking again, and may then take it at once.
+async fn may_write(snapshot: &Snapshot<'_>, context: &Context) -> Result<bool> {
+    if !snapshot.under_lease {
+        return Ok(true);
+    }
     Ok(context.leases.check(&snapshot.namespace, &snapshot.uid).await?.is_some())
 }
 

@@ -33,6 +33,8 @@ pub(super) struct Snapshot<'a> {
     pub key: Key<'a>,
     /// baton's finalizer is on the Apply (as read, or added by this pass).
     pub finalizer: bool,
+    /// The pass holds the Apply's lease for its writes (as `lifecycle::begin` says).
+    pub under_lease: bool,
 }
 
 impl<'a> Snapshot<'a> {
@@ -52,6 +54,7 @@ impl<'a> Snapshot<'a> {
             key: Key::read(apply, &namespace, context).await?,
             operations: owned.into_iter().map(|op| (op.spec.index, op)).collect(),
             finalizer: apply.finalizers().iter().any(|finalizer| finalizer == FINALIZER),
+            under_lease: true,
             apply,
             namespace,
             uid,
@@ -76,6 +79,7 @@ impl<'a> Snapshot<'a> {
             created_at: self.apply.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: self.deleting(),
             finalizer: self.finalizer,
+            operations_created: self.operations_created(),
             idempotency: self.key.idempotency(),
         }
     }
@@ -87,6 +91,16 @@ impl<'a> Snapshot<'a> {
         let projected = project(&facts, &self.children());
         let key = self.key.next_write(projected.phase, self.deleting());
         (begin(&facts, &projected, self.apply.status.as_ref(), &key), key)
+    }
+
+    /// Whether baton created every Operation once: the status has a phase (written only after
+    /// all were created), or the finalizer is on while some Operation exists (it is added before
+    /// the first claim, which may come before the first status write). In doubt a missing
+    /// Operation counts as deleted: a needless `Lost` record asks a person, a needless
+    /// recreation could run a step twice.
+    fn operations_created(&self) -> bool {
+        let written = self.apply.status.as_ref().is_some_and(|status| status.phase.is_some());
+        written || (self.finalizer && !self.operations.is_empty())
     }
 
     /// What the lifecycle knows of the Operations.

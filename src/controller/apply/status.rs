@@ -11,7 +11,7 @@ use kube::{Api, Resource};
 use tracing::info;
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, still_held};
+use super::{Context, LEASE_RETRY, may_write};
 use crate::crd::{Apply, ApplyStatus};
 use crate::engine::FIELD_MANAGER;
 use crate::lifecycle::{StatusWrite, carry_transition_times, project, status_write};
@@ -44,7 +44,7 @@ pub(super) async fn publish(
         StatusWrite::Unchanged => {}
         StatusWrite::After(wait) => held_back = Some(wait),
         StatusWrite::Now => {
-            if !still_held(snapshot, context).await? {
+            if !may_write(snapshot, context).await? {
                 info!("lease lost before the status write; not writing");
                 return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
             }

@@ -16,9 +16,10 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info};
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, RETRY_SOON, events, finalizer, still_held};
+use super::{Context, LEASE_RETRY, RETRY_SOON, events, finalizer, may_write};
 use crate::crd::{
-    Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase, OperationSpec, OperationStatus,
+    ANNOTATION_RECREATED, Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase,
+    OperationSpec, OperationStatus,
 };
 use crate::lifecycle::{
     Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide,
@@ -49,7 +50,8 @@ pub(super) async fn decide_and_write(
         let plan = decide(&Observed {
             apply: snapshot.facts(),
             children: &children,
-            lease: LeaseState::Held,
+            // Without the lease only a deleted Apply's pass gets here (see `Begin::Drive`).
+            lease: if snapshot.under_lease { LeaseState::Held } else { LeaseState::NotHeld },
             holder: context.leases.identity(),
             health,
             previous: snapshot.apply.status.as_ref(),
@@ -59,7 +61,7 @@ pub(super) async fn decide_and_write(
             return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
-        if !plan.writes.is_empty() && !still_held(snapshot, context).await? {
+        if !plan.writes.is_empty() && !may_write(snapshot, context).await? {
             info!("lease lost before the operation writes; not writing");
             return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
         }
@@ -143,7 +145,9 @@ async fn write_one(
     context: &Context,
 ) -> Result<Option<Operation>> {
     match write {
-        OperationWrite::Create { index, name } => create(apply, api, *index, name).await,
+        OperationWrite::Create { index, name, recreated } => {
+            create(apply, api, *index, name, *recreated).await
+        }
         OperationWrite::Status { name, kind, status, .. } => {
             let Some(current) = current else { return Ok(None) };
             replace_status(api, current, name, *kind, status, context).await
@@ -156,8 +160,9 @@ async fn create(
     api: &Api<Operation>,
     index: u32,
     name: &str,
+    recreated: bool,
 ) -> Result<Option<Operation>> {
-    let child = new_operation(apply, index, name)?;
+    let child = new_operation(apply, index, name, recreated)?;
     let object_name = child.name_any();
     match api.create(&PostParams::default(), &child).await {
         Ok(created) => Ok(Some(created)),
@@ -263,8 +268,8 @@ fn count_transition(kind: WriteKind, status: &OperationStatus, context: &Context
 }
 
 /// The Operation for `spec.operations[index]`: a copy of the entry (with the template's
-/// manifests when it lists none), owned by the Apply.
-fn new_operation(apply: &Apply, index: u32, name: &str) -> Result<Operation> {
+/// manifests when it lists none), owned by the Apply; marked when it replaces a deleted one.
+fn new_operation(apply: &Apply, index: u32, name: &str, recreated: bool) -> Result<Operation> {
     let apply_name = apply.name_any();
     let entry = usize::try_from(index).ok().and_then(|i| apply.spec.operations.get(i)).ok_or_else(
         || Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}")),
@@ -289,6 +294,8 @@ fn new_operation(apply: &Apply, index: u32, name: &str) -> Result<Operation> {
                 .into(),
             ),
             owner_references: Some(vec![owner]),
+            annotations: recreated
+                .then(|| [(ANNOTATION_RECREATED.to_owned(), "true".to_owned())].into()),
             ..ObjectMeta::default()
         },
         spec: OperationSpec {
