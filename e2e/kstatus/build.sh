@@ -91,7 +91,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-echo "building kstatus with sigs.k8s.io/cli-utils $cli_utils_version (first run, under a minute)..." >&2
+echo "building kstatus with sigs.k8s.io/cli-utils $cli_utils_version (first run, about a minute)..." >&2
 start=$SECONDS
 # In the background so that a signal to this script is handled at once
 # (bash runs traps only after a foreground child exits).
