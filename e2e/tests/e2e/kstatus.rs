@@ -6,19 +6,26 @@
 
 use baton::crd::{ApplyPhase, DedupOn, FailurePolicy, OperationPhase};
 use baton_e2e::kstatus::{self, Kstatus, KstatusStatus};
-use baton_e2e::{TestNamespace, admin_client, kubectl, kubelet};
-use kube::Api;
-use kube::api::PostParams;
-use serde_json::json;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use baton_e2e::{TestNamespace, admin_client, cluster, kubectl, kubelet};
+use serde_json::{Value, json};
 
 use super::support::{World, config_map, deployment, job, spec};
 
 const APPLIES: &str = "applies.baton.dev";
 
-/// kstatus's verdict on the Apply as the API server serves it now, printed so that a run with
-/// `--nocapture` shows the whole table, and checked against `expected`.
+/// kstatus's verdict on the Apply as the API server serves it now, checked against `expected`.
 fn expect_kstatus(namespace: &str, name: &str, what: &str, expected: KstatusStatus) -> Kstatus {
     let (result, object) = kstatus::read(APPLIES, namespace, name);
+    check(what, &result, &object, expected);
+    result
+}
+
+/// Prints kstatus's verdict, so that a run with `--nocapture` shows the whole table, and checks
+/// it against `expected`.
+fn check(what: &str, result: &Kstatus, object: &Value, expected: KstatusStatus) {
     println!(
         "kstatus: {what:<28} -> {:?}: {}{}",
         result.status,
@@ -37,7 +44,6 @@ fn expect_kstatus(namespace: &str, name: &str, what: &str, expected: KstatusStat
         result.message,
         serde_json::to_string_pretty(&object["status"]).unwrap_or_default()
     );
-    result
 }
 
 fn keyed(namespace: &str, key: &str, manifest: serde_json::Value) -> baton::crd::ApplySpec {
@@ -47,37 +53,61 @@ fn keyed(namespace: &str, key: &str, manifest: serde_json::Value) -> baton::crd:
     spec
 }
 
-/// Creates an Apply in a namespace no operator watches (every test operator is started with
-/// `--namespace`), so nothing writes its status.
-async fn unwatched_apply(prefix: &str) -> (TestNamespace, String) {
+/// Creates an Apply with `kubectl create -o json` in a namespace no operator watches (every
+/// test operator is started with `--namespace`), so nothing writes its status; returns the
+/// namespace, the name and the API server's answer to the create.
+async fn unwatched_apply(prefix: &str) -> (TestNamespace, &'static str, Value) {
     let client = admin_client().await;
     let ns = TestNamespace::create(&client, prefix).await;
-    let applies: Api<baton::crd::Apply> = Api::namespaced(client, &ns.name);
+    let name = "fresh";
     let spec = spec(&ns.name, FailurePolicy::Halt, 1, vec![("a", config_map("a"))]);
-    applies
-        .create(&PostParams::default(), &baton::crd::Apply::new("fresh", spec))
-        .await
-        .expect("creating the Apply");
-    (ns, "fresh".to_owned())
+    let apply = serde_json::to_string(&baton::crd::Apply::new(name, spec)).expect("an Apply");
+    let mut child = Command::new("kubectl")
+        .args(["create", "-n", &ns.name, "-o", "json", "-f", "-"])
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    child
+        .stdin
+        .take()
+        .expect("kubectl's stdin")
+        .write_all(apply.as_bytes())
+        .expect("writing to kubectl");
+    let output = child.wait_with_output().expect("waiting for kubectl");
+    assert!(
+        output.status.success(),
+        "creating the Apply: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created =
+        serde_json::from_slice(&output.stdout).expect("kubectl create -o json prints JSON");
+    (ns, name, created)
 }
 
 #[tokio::test]
 async fn a_new_apply_is_in_progress_before_the_operator_writes_its_status() {
-    let (ns, name) = unwatched_apply("ks-new").await;
+    let (ns, name, created) = unwatched_apply("ks-new").await;
     // Flux reads an Apply it has just applied before any operator has seen it: kstatus must not
-    // call that Current, or `wait: true` succeeds before the rollout has started.
-    expect_kstatus(&ns.name, &name, "new (no status yet)", KstatusStatus::InProgress);
+    // call that Current, or `wait: true` succeeds before the rollout has started. The answer to
+    // the create is the Apply before any operator could have written to it, wherever the test
+    // runs; the read after it is what a poller sees.
+    let at_create = kstatus::compute(&created);
+    check("new (the create's answer)", &at_create, &created, KstatusStatus::InProgress);
+    expect_kstatus(&ns.name, name, "new (read back)", KstatusStatus::InProgress);
 }
 
 /// The shape a schema default gives a new Apply, `status: {observedGeneration: 0}`, written by
 /// hand: kstatus compares it with `metadata.generation` (1) and says InProgress.
 #[tokio::test]
 async fn an_apply_whose_status_is_only_observed_generation_zero_is_in_progress() {
-    let (ns, name) = unwatched_apply("ks-gen0").await;
+    let (ns, name, _) = unwatched_apply("ks-gen0").await;
     let patched = kubectl(&[
         "patch",
         APPLIES,
-        &name,
+        name,
         "-n",
         &ns.name,
         "--subresource=status",
@@ -90,9 +120,8 @@ async fn an_apply_whose_status_is_only_observed_generation_zero_is_in_progress()
         "patching the status: {}",
         String::from_utf8_lossy(&patched.stderr)
     );
-    let result = expect_kstatus(&ns.name, &name, "status {observedGeneration: 0}", {
-        KstatusStatus::InProgress
-    });
+    let result =
+        expect_kstatus(&ns.name, name, "status {observedGeneration: 0}", KstatusStatus::InProgress);
     assert_eq!(result.message, "Apply generation is 1, but latest observed generation is 0");
 }
 
