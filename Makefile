@@ -18,6 +18,7 @@ lint:
 # build never competes with timing-bound end-to-end tests for the CPU.
 tools:
 	bash e2e/control-plane/build.sh > /dev/null
+	bash e2e/kstatus/build.sh > /dev/null
 	bash hack/helm.sh version --short
 
 unit-and-e2e: tools

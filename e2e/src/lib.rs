@@ -6,6 +6,7 @@
 //! There is no kubelet: tests play it with the `kubelet` helpers.
 
 pub mod argocd;
+pub mod kstatus;
 pub mod kubelet;
 
 use std::path::{Path, PathBuf};
