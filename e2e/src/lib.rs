@@ -8,6 +8,7 @@
 pub mod argocd;
 pub mod kstatus;
 pub mod kubelet;
+pub mod policy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -111,10 +112,13 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
     Client::try_from(config).expect("a client")
 }
 
-/// An administrator client for the cluster under test, with `crds/` installed.
+/// An administrator client for the cluster under test, with `crds/` and baton's admission
+/// policy (`config/policy/`) installed.
 pub async fn admin_client() -> Client {
     let client = client_for(&cluster().kubeconfig).await;
     install_crds(&client).await;
+    static POLICY: std::sync::Once = std::sync::Once::new();
+    POLICY.call_once(policy::install_policy);
     client
 }
 

@@ -30,6 +30,7 @@ fn projected(
             created_at: Some(at(-100)),
             deleting: false,
             finalizer: false,
+            operations_created: false,
             idempotency,
         },
         &children(statuses),

@@ -7,6 +7,7 @@ mod e2e {
     pub mod bad_input;
     pub mod chart;
     pub mod control_plane;
+    pub mod edges;
     pub mod keys_and_deletion;
     pub mod kstatus;
     pub mod manifests;
