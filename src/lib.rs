@@ -72,6 +72,17 @@ impl Error {
         }
     }
 
+    /// The API server refused a new object because its namespace is being deleted: the Apply
+    /// is going with it, and its deletion needs nothing new.
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::Kube { source: kube::Error::Api(status), .. } => {
+                status.code == 403 && status.message.contains("because it is being terminated")
+            }
+            _ => false,
+        }
+    }
+
     /// A stable label per variant for the `reconcile_errors` metric.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -149,7 +149,22 @@ pub async fn run(settings: Settings) -> Result<()> {
         settings: settings.clone(),
         client: client.clone(),
     });
-    let controller = Controller::new(applies, watcher::Config::default().any_semantic())
+    // An Apply that is gone needs no reconcile (and gets none: a deleted object is not passed
+    // on), but its lease manager must stop at once, not at the next sweep.
+    let (apply_store, apply_cache) = reflector::store();
+    let gone = context.clone();
+    let apply_events = watcher(applies, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(apply_cache)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(apply) = event
+                && let Some(uid) = &apply.metadata.uid
+            {
+                apply::let_go(&gone, uid);
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(apply_events, apply_store)
         .owns_stream(operation_events)
         .reconcile_on(UnboundedReceiverStream::new(woken))
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
@@ -161,10 +176,14 @@ pub async fn run(settings: Settings) -> Result<()> {
         .run(apply::reconcile, error_policy, context.clone())
         .for_each(|outcome| {
             // Reconcile failures are logged by `error_policy`; watch failures only here.
-            if let Err(error) = outcome
-                && !matches!(error, kube::runtime::controller::Error::ReconcilerFailed(..))
-            {
-                tracing::warn!(%error, "controller");
+            use kube::runtime::controller::Error as ControllerError;
+            match outcome {
+                // A retry scheduled for an Apply that was deleted meanwhile: nothing to do.
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "gone before its retry");
+                }
+                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "controller"),
             }
             futures::future::ready(())
         })
@@ -221,6 +240,12 @@ fn report_ready(store: Store<Apply>, ready: Arc<AtomicBool>) {
 
 fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failed("apply", error);
+    if error.is_namespace_terminating() {
+        // The Apply is going with its namespace: the change that marks it deleted wakes it, and
+        // that pass creates nothing.
+        tracing::debug!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "namespace terminating");
+        return Action::await_change();
+    }
     tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "reconcile failed; retrying");
     if error.is_too_large() {
         return Action::requeue(Duration::from_secs(300));

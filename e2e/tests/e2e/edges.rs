@@ -44,9 +44,20 @@ async fn deleting_a_namespace_under_running_settled_and_waiting_applies_finishes
     .await;
 
     let log = std::fs::read_to_string(&world.operator.log).unwrap_or_default();
-    let complaints: Vec<&str> =
-        log.lines().filter(|line| line.contains("WARN") || line.contains("ERROR")).collect();
-    assert!(complaints.is_empty(), "the operator complained:\n{}", complaints.join("\n"));
+    let complaints = |from_lease_crate: bool| -> Vec<&str> {
+        log.lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .filter(|line| line.contains("kube_lease_manager") == from_lease_crate)
+            .collect()
+    };
+    assert!(
+        complaints(false).is_empty(),
+        "the operator complained:\n{}",
+        complaints(false).join("\n")
+    );
+    // The namespace controller may delete a Lease a moment before the operator sees its Apply
+    // being deleted and stops renewing it: the lease crate then says so once or twice.
+    assert!(complaints(true).len() <= 3, "lease errors:\n{}", complaints(true).join("\n"));
     let let_go = log.lines().filter(|line| line.contains("letting the Apply go")).count();
     assert!(let_go <= 3, "one line per started Apply, not a loop: {let_go}");
 }
@@ -72,9 +83,16 @@ async fn a_dismissal_while_stopped_resets_the_failure_and_a_resume_runs_it() {
     assert_eq!(parked.phase, OperationPhase::Stopped, "the standing stop parks what was reset");
 
     world.patch_spec("sd", json!({"stop": false})).await;
-    world.wait_operation_phase("sd", "migrate", OperationPhase::Running).await;
-    let again = world.operation("sd", "migrate").await.status.expect("a status");
-    assert_eq!(again.attempt, 2, "the resume runs the dismissed step again");
+    // The Job stays failed, so the second run fails at once: its attempt is what tells.
+    let operations = world.operations();
+    wait_for("the resume to run the dismissed step again", PATIENCE, || {
+        let operations = operations.clone();
+        async move {
+            let attempt = operations.get("sd-migrate").await.ok()?.status?.attempt;
+            (attempt == 2).then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -99,32 +99,6 @@ async fn a_new_apply_is_in_progress_before_the_operator_writes_its_status() {
     expect_kstatus(&ns.name, name, "new (read back)", KstatusStatus::InProgress);
 }
 
-/// The shape a schema default gives a new Apply, `status: {observedGeneration: 0}`, written by
-/// hand: kstatus compares it with `metadata.generation` (1) and says InProgress.
-#[tokio::test]
-async fn an_apply_whose_status_is_only_observed_generation_zero_is_in_progress() {
-    let (ns, name, _) = unwatched_apply("ks-gen0").await;
-    let patched = kubectl(&[
-        "patch",
-        APPLIES,
-        name,
-        "-n",
-        &ns.name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"observedGeneration":0}}"#,
-    ]);
-    assert!(
-        patched.status.success(),
-        "patching the status: {}",
-        String::from_utf8_lossy(&patched.stderr)
-    );
-    let result =
-        expect_kstatus(&ns.name, name, "status {observedGeneration: 0}", KstatusStatus::InProgress);
-    assert_eq!(result.message, "Apply generation is 1, but latest observed generation is 0");
-}
-
 #[tokio::test]
 async fn running_and_pending_are_in_progress_succeeded_and_skipped_are_current() {
     let world = World::new("ks-flow").await;

@@ -24,9 +24,8 @@ pub(super) async fn add(snapshot: &mut Snapshot<'_>, context: &Context) -> Resul
 
 /// Removes the finalizer; a conflict leaves it for the next reconcile, which tries again.
 pub(super) async fn remove(snapshot: &Snapshot<'_>, context: &Context) -> Result<()> {
-    if snapshot.finalizer {
+    if snapshot.finalizer && set(snapshot.apply, context, false).await? {
         info!("operations stopped and key released; letting the Apply go");
-        set(snapshot.apply, context, false).await?;
     }
     Ok(())
 }

@@ -74,7 +74,10 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     snapshot.under_lease = lease;
-    if lease && context.leases.acquire(apply).await?.is_none() {
+    if !lease {
+        // Stop renewing at once: the lease may be going with its namespace.
+        context.leases.release(&snapshot.uid);
+    } else if context.leases.acquire(apply).await?.is_none() {
         debug!("lease held elsewhere; waiting");
         return Ok(Action::requeue(LEASE_RETRY));
     }
@@ -130,7 +133,7 @@ async fn settle(
 
 /// Stops driving a settled or deleted Apply: its lease is released and what this replica kept
 /// for it is dropped.
-fn let_go(context: &Context, uid: &str) {
+pub(super) fn let_go(context: &Context, uid: &str) {
     context.leases.release(uid);
     context.status_writes.forget(uid);
     context.children.forget(uid);
