@@ -9,7 +9,7 @@ use baton_e2e::kstatus::{self, Kstatus, KstatusStatus};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use baton_e2e::{TestNamespace, admin_client, cluster, kubectl, kubelet};
+use baton_e2e::{TestNamespace, admin_client, cluster, kubelet};
 use serde_json::{Value, json};
 
 use super::support::{World, config_map, deployment, job, spec};
