@@ -45,6 +45,13 @@ say "installing the CRDs (\`baton crds\`) and the operator's RBAC"
 "$baton" crds | kubectl apply --server-side --field-manager=baton-demo -f - > /dev/null
 kubectl wait --for=condition=Established crd/applies.baton.dev crd/operations.baton.dev --timeout=60s > /dev/null
 kubectl apply -f config/rbac/role.yaml > /dev/null
+if [[ -n "${local_cluster:-}" ]]; then
+    # The policy names the operator's identity (baton-system/baton), which the operator has on
+    # the local control plane; on your cluster the demo's operator runs as you, so it is not
+    # installed there (install config/policy/ with the operator itself, or use the chart).
+    say "installing the admission policy that protects baton's records (config/policy/)"
+    kubectl apply --server-side -f config/policy/protect-records.yaml > /dev/null
+fi
 
 say "starting the operator (logs: ${TMPDIR:-/tmp}/baton-demo-operator.log)"
 KUBECONFIG="$operator_kubeconfig" "$baton" run --admin-address 127.0.0.1:0 \
