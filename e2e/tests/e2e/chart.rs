@@ -133,15 +133,33 @@ fn chart_lints_and_renders() {
             "Deployment",
             "PodDisruptionBudget",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
+    );
+    // The admission policy lets the chart's own service account write baton's records.
+    let policy = the(&objects, "ValidatingAdmissionPolicy");
+    let writers = policy["spec"]["variables"][0]["expression"].as_str().unwrap_or_default();
+    assert!(writers.contains(&format!("system:serviceaccount:{NAMESPACE}:t-baton")), "{writers}");
+    assert!(
+        !kinds(&render(&["--set", "admissionPolicy.enabled=false"]))
+            .contains(&"ValidatingAdmissionPolicy"),
+        "admissionPolicy.enabled=false installs no policy"
     );
     for object in &objects {
         let name = object["metadata"]["name"].as_str().expect("a named object");
         assert!(name.starts_with("t-baton"), "{name} is not named after the release");
         assert_eq!(object["metadata"]["labels"]["app.kubernetes.io/instance"], "t", "{name}");
-        let cluster_scoped =
-            matches!(object["kind"].as_str(), Some("ClusterRole" | "ClusterRoleBinding"));
+        let cluster_scoped = matches!(
+            object["kind"].as_str(),
+            Some(
+                "ClusterRole"
+                    | "ClusterRoleBinding"
+                    | "ValidatingAdmissionPolicy"
+                    | "ValidatingAdmissionPolicyBinding"
+            )
+        );
         let expected = if cluster_scoped { Value::Null } else { json!(NAMESPACE) };
         assert_eq!(object["metadata"]["namespace"], expected, "namespace of {name}");
     }
@@ -267,7 +285,9 @@ async fn chart_passes_a_server_side_dry_run() {
     let client = admin_client().await;
     let ns = TestNamespace::create(&client, "chart").await;
     // The defaults: everything but the ServiceMonitor, whose CRD this cluster does not have.
-    let rendered = render_text("baton", &ns.name, &[]);
+    // Not `baton`: the cluster-scoped policy of that name is the test cluster's own
+    // (config/policy/, installed by the harness).
+    let rendered = render_text("baton-dry", &ns.name, &[]);
     let expected = documents(&rendered).len();
 
     let output = baton_e2e::server_side_dry_run(&rendered);
