@@ -16,7 +16,15 @@ pub const BREAK_GLASS: &str = "baton.dev/break-glass";
 /// Installs `config/policy/` with `kubectl apply --server-side`, as the demo and users do.
 pub fn install_policy() {
     let path = repo_root().join("config/policy/protect-records.yaml");
-    let output = kubectl(&["apply", "--server-side", "-f", &path.to_string_lossy()]);
+    // The field manager of the harness's dry runs of config/default: they apply the same
+    // policy, and a second manager would conflict on any field it writes differently.
+    let output = kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager=baton-e2e",
+        "-f",
+        &path.to_string_lossy(),
+    ]);
     assert!(
         output.status.success(),
         "installing the admission policy: {}",
