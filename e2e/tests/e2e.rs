@@ -14,4 +14,5 @@ mod e2e {
     pub mod scenarios;
     pub mod security;
     pub mod support;
+    pub mod workloads;
 }

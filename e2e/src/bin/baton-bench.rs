@@ -20,7 +20,7 @@ use baton::crd::{
     OperationStatus, Target,
 };
 use baton::lifecycle::{ApplyFacts, Child, Idempotency, project};
-use baton_e2e::{Operator, TestNamespace, admin_client, http_get, kubelet, wait_for};
+use baton_e2e::{Operator, TestNamespace, admin_client, http_get, pods, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -536,7 +536,10 @@ async fn failure_to_verdict(client: &Client, sizes: Sizes) -> Row {
     let mut manifests = config_maps("fv", count);
     manifests[middle] = json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "breaks"},
-        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"annotations": {pods::CONTAINER: pods::NOT_READY}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.invalid/c:1"}]},
+        }},
     });
     applies
         .create(
@@ -554,9 +557,20 @@ async fn failure_to_verdict(client: &Client, sizes: Sizes) -> Row {
         }
         tokio::time::sleep(POLL).await;
     }
+    // The pod fails for real and the Job controller reports it; the clock starts when the
+    // Job's Failed condition is there, so the figure is baton's time from the health signal.
+    pods::fail(client, &ns.name, "job-name=breaks").await;
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
+    loop {
+        let job = jobs.get_opt("breaks").await.ok().flatten();
+        let conditions = job.and_then(|j| j.status).and_then(|s| s.conditions).unwrap_or_default();
+        if conditions.iter().any(|c| c.type_ == "Failed" && c.status == "True") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let before = scrape(client).await;
     let started = Instant::now();
-    kubelet::job_failed(client, &ns.name, "breaks").await;
     loop {
         let error = applies.get("mixed").await.ok().and_then(|a| a.status).and_then(|s| s.error);
         if error.is_some() {
