@@ -356,14 +356,16 @@ if ((!core)); then
         --server-address="127.0.0.1:$kwok_port"
     pid_kwok=$last_pid
 
+    # Room for far more pods than a kubelet's default 110: a test run keeps hundreds of pods
+    # at once (held pods live until their namespace goes), and pods request nothing.
     for ((i = 0; i < nodes; i++)); do
         node="kwok-node-$i"
         node_json="{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$node\",
           \"annotations\":{\"kwok.x-k8s.io/node\":\"fake\",\"node.alpha.kubernetes.io/ttl\":\"0\"},
           \"labels\":{\"kubernetes.io/hostname\":\"$node\",\"kubernetes.io/os\":\"linux\",
             \"kubernetes.io/arch\":\"amd64\",\"type\":\"kwok\"}},
-          \"status\":{\"allocatable\":{\"cpu\":\"32\",\"memory\":\"256Gi\",\"pods\":\"110\"},
-            \"capacity\":{\"cpu\":\"32\",\"memory\":\"256Gi\",\"pods\":\"110\"}}}"
+          \"status\":{\"allocatable\":{\"cpu\":\"1k\",\"memory\":\"1Ti\",\"pods\":\"10k\"},
+            \"capacity\":{\"cpu\":\"1k\",\"memory\":\"1Ti\",\"pods\":\"10k\"}}}"
         curl -fsS --max-time 5 --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" \
             -H 'Content-Type: application/json' -X POST --data "$node_json" \
             "$api_url/api/v1/nodes" > /dev/null || die "could not create node $node"
