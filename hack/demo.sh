@@ -84,9 +84,9 @@ kubectl baton dismiss migrate -n "$ns"
 wait_phase migrate Succeeded
 show
 
-pods_appear() { # <namespace> <selector> <count>
+pods_running() { # <namespace> <selector> <count>
     local tries=0
-    until (($(kubectl get pods -n "$1" -l "$2" --no-headers 2> /dev/null | wc -l) >= $3)); do
+    until (($(kubectl get pods -n "$1" -l "$2" --field-selector status.phase=Running --no-headers 2> /dev/null | wc -l) >= $3)); do
         ((++tries < 300)) || return 1
         sleep 0.2
     done
@@ -95,8 +95,8 @@ pods_appear() { # <namespace> <selector> <count>
 say "3/3 web: stopped while its Deployment rolls out, then resumed; then a smoke-test Job"
 kubectl apply -f config/samples/web.yaml
 wait_operation web deploy Running
-pods_appear demo-web app=web 3
-say "the Deployment's pods are scheduled and starting, not ready yet"
+pods_running demo-web app=web 3
+say "the Deployment's pods are scheduled and running, not ready yet"
 kubectl get pods -n demo-web -o wide
 kubectl baton stop web -n "$ns"
 wait_phase web Stopped
