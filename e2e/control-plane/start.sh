@@ -255,7 +255,8 @@ log "etcd ready on 127.0.0.1:$etcd_port after $(since "$t_certs" "$t_etcd")"
 
 # --- kube-apiserver ----------------------------------------------------------
 # Flags follow envtest (controller-runtime): no ServiceAccount admission, since
-# there is no token controller and no kubelet. --endpoint-reconciler-type=none:
+# there is no token controller and no real kubelet to mount a token (kwok's
+# pods run nothing). --endpoint-reconciler-type=none:
 # a loopback advertise address is not a valid Endpoints IP, and the lease
 # reconciler would log that error every 10s (nothing in-cluster dials it).
 start kube-apiserver "$bin_dir/kube-apiserver" \
