@@ -78,6 +78,21 @@ impl Sizes {
 /// Requests the API server counted, by `(verb, resource, subresource)`.
 type Counts = BTreeMap<(String, String, String), f64>;
 
+/// Writes only the cluster's own components make (the workload controllers, the scheduler and
+/// kwok, running a Deployment or Job a scenario applies): neither baton's nor the baseline's,
+/// so left out of both columns.
+const CLUSTER_WRITES: &[&str] = &[
+    "pods",
+    "pods/binding",
+    "pods/status",
+    "replicasets",
+    "replicasets/status",
+    "deployments/status",
+    "jobs/status",
+    "nodes",
+    "nodes/status",
+];
+
 async fn scrape(client: &Client) -> Counts {
     let request = http::Request::get("/metrics").body(Vec::new()).expect("a request");
     let text = client.request_text(request).await.expect("the API server's /metrics");
@@ -126,6 +141,9 @@ fn delta(before: &Counts, after: &Counts, seconds: f64) -> Run {
             } else {
                 format!("{resource}/{subresource}")
             };
+            if CLUSTER_WRITES.contains(&name.as_str()) {
+                continue;
+            }
             *run.writes.entry(name).or_default() += change;
         } else {
             run.reads += change;
