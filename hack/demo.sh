@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: a cluster (the one KUBECONFIG points at, or else a local control plane; set
+# The main job: a cluster (the one KUBECONFIG points at, or else a local one with fake nodes; set
 # BATON_DEMO_LOCAL=1 to use the local one anyway), baton's CRDs, the operator, and the samples in config/samples/
 # run to their end: one succeeds, one fails and is dismissed, one is stopped and resumed.
 set -euo pipefail
@@ -91,22 +91,32 @@ kubectl baton dismiss migrate -n "$ns"
 wait_phase migrate Succeeded
 show
 
-say "3/3 web: stopped while its Deployment rolls out, then resumed"
+pods_running() { # <namespace> <selector> <count>
+    local tries=0
+    until (($(kubectl get pods -n "$1" -l "$2" --field-selector status.phase=Running --no-headers 2> /dev/null | wc -l) >= $3)); do
+        ((++tries < 300)) || return 1
+        sleep 0.2
+    done
+}
+
+say "3/3 web: stopped while its Deployment rolls out, then resumed; then a smoke-test Job"
 kubectl apply -f config/samples/web.yaml
 wait_operation web deploy Running
+pods_running demo-web app=web 3
+say "the Deployment's pods are scheduled and running, not ready yet"
+kubectl get pods -n demo-web -o wide
 kubectl baton stop web -n "$ns"
 wait_phase web Stopped
 kubectl baton status web -n "$ns"
 kubectl baton resume web -n "$ns"
 wait_operation web deploy Running
 if ((local_cluster)); then
-    say "the local control plane has no kubelet: marking the Deployment rolled out, as one would"
-    kubectl patch deployment web -n demo-web --subresource=status --type merge -p \
-        '{"status":{"observedGeneration":1,"replicas":1,"updatedReplicas":1,"readyReplicas":1,"availableReplicas":1,"conditions":[{"type":"Available","status":"True","reason":"MinimumReplicasAvailable"}]}}' \
-        > /dev/null
+    say "on the local cluster the pods run on a fake node: kwok plays the kubelet, the controllers are the real ones"
 fi
 kubectl baton watch web -n "$ns"
 show
+say "the pods once the rollout settled: the Deployment's are ready, the Job's completed"
+kubectl get deployments,jobs,pods -n demo-web -o wide
 
 say "what happened to 'web', as Events"
 kubectl get events -n "$ns" --field-selector involvedObject.name=web \

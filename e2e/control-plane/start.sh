@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Start a local Kubernetes control plane for end-to-end tests, envtest-style:
-# etcd + kube-apiserver + kube-controller-manager (garbage collector and
-# namespace controllers only); no kubelet, no scheduler, so pods never run.
+# Start a local Kubernetes cluster for end-to-end tests and demos: etcd,
+# kube-apiserver and kube-controller-manager, and (unless --core) the workload
+# parts: kube-scheduler, the workload controllers and kwok with fake nodes, so
+# Deployments, StatefulSets, DaemonSets and Jobs roll out for real (pods are
+# scheduled, kwok reports them running and ready per kwok/stages.yaml).
 #
-# usage: start.sh [STATE_DIR]      (default: ${TMPDIR:-/tmp}/baton-cp)
+# usage: start.sh [--core] [STATE_DIR]      (default: ${TMPDIR:-/tmp}/baton-cp)
+#
+#   --core   the control plane only (garbage collector, namespace and
+#            clusterrole-aggregation controllers; no scheduler, no nodes, so
+#            pods never run), as envtest does; starts faster.
 #
 # Everything lives in STATE_DIR: certs, tokens, etcd data, logs, and
 #   kubeconfig        admin (group system:masters) kubeconfig, CA embedded
@@ -15,11 +21,20 @@
 #
 # Env: BATON_CACHE_DIR   binary cache root, see build.sh
 #      BATON_CP_TIMEOUT  seconds to wait for each component (default 180)
+#      BATON_CP_NODES    fake nodes kwok runs (default 1)
+#      BATON_CP_CORE=1   same as --core
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+core="${BATON_CP_CORE:-0}"
+if [[ "${1:-}" == --core ]]; then
+    core=1
+    shift
+fi
 state="${1:-${TMPDIR:-/tmp}/baton-cp}"
 timeout="${BATON_CP_TIMEOUT:-180}"
+nodes="${BATON_CP_NODES:-1}"
+[[ "$nodes" =~ ^[0-9]+$ ]] || { echo "start.sh: BATON_CP_NODES must be a number" >&2; exit 2; }
 marker=".baton-control-plane"
 
 log() { echo "start.sh: $*" >&2; }
@@ -79,19 +94,26 @@ since() { # <start µs> [end µs]
 t0=$(now)
 
 # --- binaries ----------------------------------------------------------------
-bin_dir="$("$here/build.sh" | tail -n 1)"
-for b in etcd kube-apiserver kube-controller-manager; do
+binaries=(etcd kube-apiserver kube-controller-manager)
+build_args=()
+if ((core)); then
+    build_args+=(--core)
+else
+    binaries+=(kube-scheduler kwok)
+fi
+bin_dir="$("$here/build.sh" "${build_args[@]}" | tail -n 1)"
+for b in "${binaries[@]}"; do
     [[ -x "$bin_dir/$b" ]] || die "missing $bin_dir/$b"
 done
 t_bins=$(now)
 
 # --- ports -------------------------------------------------------------------
-# Bind four sockets at once so the ports are distinct, then release them.
-read -r etcd_port etcd_peer_port api_port kcm_port < <(
+# Bind all sockets at once so the ports are distinct, then release them.
+read -r etcd_port etcd_peer_port api_port kcm_port scheduler_port kwok_port < <(
     python3 - << 'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(6):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -100,7 +122,7 @@ for s in socks:
     s.close()
 EOF
 )
-[[ -n "$kcm_port" ]] || die "could not pick free ports"
+[[ -n "$kwok_port" ]] || die "could not pick free ports"
 
 # --- certificates, keys, tokens ----------------------------------------------
 pki="$state/pki"
@@ -128,11 +150,15 @@ EOF
 
 admin_token="$(openssl rand -hex 24)"
 kcm_token="$(openssl rand -hex 24)"
+scheduler_token="$(openssl rand -hex 24)"
+kwok_token="$(openssl rand -hex 24)"
 baton_token="$(openssl rand -hex 24)"
 # token,user,uid,"group1,group2"
 cat > "$pki/tokens.csv" << EOF
 $admin_token,baton-e2e-admin,baton-e2e-admin,"system:masters"
 $kcm_token,system:kube-controller-manager,system:kube-controller-manager,"system:masters"
+$scheduler_token,system:kube-scheduler,system:kube-scheduler,"system:masters"
+$kwok_token,kwok,kwok,"system:masters"
 $baton_token,system:serviceaccount:baton-system:baton,baton-system-baton,"system:serviceaccounts,system:serviceaccounts:baton-system"
 EOF
 chmod 600 "$pki/tokens.csv"
@@ -164,6 +190,8 @@ EOF
 write_kubeconfig "$state/kubeconfig" baton-e2e-admin "$admin_token"
 write_kubeconfig "$state/kubeconfig-baton" baton-system-baton "$baton_token"
 write_kubeconfig "$state/kubeconfig-kcm" kube-controller-manager "$kcm_token"
+write_kubeconfig "$state/kubeconfig-scheduler" kube-scheduler "$scheduler_token"
+write_kubeconfig "$state/kubeconfig-kwok" kwok "$kwok_token"
 
 t_certs=$(now)
 
@@ -227,7 +255,8 @@ log "etcd ready on 127.0.0.1:$etcd_port after $(since "$t_certs" "$t_etcd")"
 
 # --- kube-apiserver ----------------------------------------------------------
 # Flags follow envtest (controller-runtime): no ServiceAccount admission, since
-# there is no token controller and no kubelet. --endpoint-reconciler-type=none:
+# there is no token controller and no real kubelet to mount a token (kwok's
+# pods run nothing). --endpoint-reconciler-type=none:
 # a loopback advertise address is not a valid Endpoints IP, and the lease
 # reconciler would log that error every 10s (nothing in-cluster dials it).
 start kube-apiserver "$bin_dir/kube-apiserver" \
@@ -266,10 +295,21 @@ log "kube-apiserver ready on $api_url after $(since "$t_etcd" "$t_api")"
 # No --authentication/--authorization-kubeconfig: its own HTTPS port then only
 # serves the always-allowed /healthz, /readyz, /livez, which is all we use (with
 # them it would look for a front-proxy CA the apiserver does not have, and log
-# an error in a loop).
+# an error in a loop). The clusterrole aggregation fills the built-in admin,
+# edit and view roles, as on a real cluster.
+controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller
+if ((!core)); then
+    # What a workload needs: the controllers of the workload kinds and the node
+    # lifecycle (it lifts the not-ready taint a new node is admitted with once
+    # kwok reports the node Ready). No token, endpoint or IPAM controllers: pods
+    # get no service-account token (that admission plugin is off) and kwok gives
+    # them their IPs.
+    controllers+=,deployment-controller,replicaset-controller,statefulset-controller
+    controllers+=,daemonset-controller,job-controller,node-lifecycle-controller
+fi
 start kube-controller-manager "$bin_dir/kube-controller-manager" \
     --kubeconfig="$state/kubeconfig-kcm" \
-    --controllers=garbage-collector-controller,namespace-controller \
+    --controllers="$controllers" \
     --use-service-account-credentials=false \
     --leader-elect=false \
     --bind-address=127.0.0.1 \
@@ -285,6 +325,71 @@ wait_for kube-controller-manager "$pid_kube_controller_manager" \
     "kube-controller-manager /healthz and garbage collector start" kcm_ready
 t_kcm=$(now)
 log "kube-controller-manager ready (garbage collector running) after $(since "$t_api" "$t_kcm")"
+t_end=$t_kcm
+
+pid_kube_scheduler=
+pid_kwok=
+if ((!core)); then
+    # --- kube-scheduler --------------------------------------------------------
+    # No authentication/authorization kubeconfig, for the same reason as above.
+    start kube-scheduler "$bin_dir/kube-scheduler" \
+        --kubeconfig="$state/kubeconfig-scheduler" \
+        --leader-elect=false \
+        --bind-address=127.0.0.1 \
+        --secure-port="$scheduler_port" \
+        --cert-dir="$state/scheduler-certs" \
+        --profiling=false
+    pid_kube_scheduler=$last_pid
+
+    # --- kwok: the fake kubelet ------------------------------------------------
+    # It manages only the nodes carrying the annotation below, so a real node
+    # joined to this cluster would be left alone. KWOK_WORKDIR keeps it from
+    # reading a ~/.kwok/kwok.yaml. The pod stages are ours (kwok/stages.yaml);
+    # the node stages are kwok's defaults (Ready at once, heartbeats and a
+    # node lease).
+    start kwok env KWOK_WORKDIR="$state/kwok" "$bin_dir/kwok" \
+        --kubeconfig="$state/kubeconfig-kwok" \
+        --config="$here/kwok/stages.yaml" \
+        --manage-all-nodes=false \
+        --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+        --cidr=10.244.0.1/16 \
+        --node-ip=127.0.0.1 \
+        --server-address="127.0.0.1:$kwok_port"
+    pid_kwok=$last_pid
+
+    # Room for far more pods than a kubelet's default 110: a test run keeps hundreds of pods
+    # at once (held pods live until their namespace goes), and pods request nothing.
+    for ((i = 0; i < nodes; i++)); do
+        node="kwok-node-$i"
+        node_json="{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$node\",
+          \"annotations\":{\"kwok.x-k8s.io/node\":\"fake\",\"node.alpha.kubernetes.io/ttl\":\"0\"},
+          \"labels\":{\"kubernetes.io/hostname\":\"$node\",\"kubernetes.io/os\":\"linux\",
+            \"kubernetes.io/arch\":\"amd64\",\"type\":\"kwok\"}},
+          \"status\":{\"allocatable\":{\"cpu\":\"1k\",\"memory\":\"1Ti\",\"pods\":\"10k\"},
+            \"capacity\":{\"cpu\":\"1k\",\"memory\":\"1Ti\",\"pods\":\"10k\"}}}"
+        curl -fsS --max-time 5 --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" \
+            -H 'Content-Type: application/json' -X POST --data "$node_json" \
+            "$api_url/api/v1/nodes" > /dev/null || die "could not create node $node"
+    done
+    scheduler_ready() {
+        [[ "$(curl -fs --max-time 2 -k "https://127.0.0.1:$scheduler_port/healthz" 2> /dev/null)" == ok ]]
+    }
+    wait_for kube-scheduler "$pid_kube_scheduler" "kube-scheduler /healthz" scheduler_ready
+    # Schedulable: Ready (kwok) and without the not-ready taint (node lifecycle).
+    nodes_ready() {
+        [[ "$(curl -fs --max-time 2 "http://127.0.0.1:$kwok_port/healthz" 2> /dev/null)" == ok ]] &&
+            api_get /api/v1/nodes?labelSelector=type%3Dkwok | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)["items"]
+ready = [n for n in nodes
+         if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+         and not any(t["key"].startswith("node.kubernetes.io/") for t in n["spec"].get("taints", []))]
+sys.exit(0 if len(ready) == int(sys.argv[1]) else 1)' "$nodes"
+    }
+    wait_for kwok "$pid_kwok" "$nodes kwok node(s) Ready and untainted" nodes_ready
+    t_end=$(now)
+    log "kube-scheduler and kwok ready, $nodes node(s) schedulable, after $(since "$t_kcm" "$t_end")"
+fi
 
 # --- env file ----------------------------------------------------------------
 printf 'export %s=%q\n' \
@@ -303,10 +408,16 @@ printf 'export %s=%q\n' \
     BATON_CP_ETCD_PID "$pid_etcd" \
     BATON_CP_APISERVER_PID "$pid_kube_apiserver" \
     BATON_CP_KCM_PID "$pid_kube_controller_manager" \
+    BATON_CP_SCHEDULER_PID "$pid_kube_scheduler" \
+    BATON_CP_KWOK_PID "$pid_kwok" \
+    BATON_CP_KWOK_PORT "$kwok_port" \
+    BATON_CP_WORKLOADS "$((1 - core))" \
     > "$state/env"
 chmod 600 "$state/env"
 
 ok=1
-log "control plane up in $(since "$t0" "$t_kcm") (binaries $(since "$t0" "$t_bins"), certs $(since "$t_bins" "$t_certs"), processes $(since "$t_certs" "$t_kcm"))"
+what="cluster"
+((core)) && what="control plane (--core)"
+log "$what up in $(since "$t0" "$t_end") (binaries $(since "$t0" "$t_bins"), certs $(since "$t_bins" "$t_certs"), processes $(since "$t_certs" "$t_end"))"
 log "state: $state; use: source $state/env"
 echo "$state/env"

@@ -3,11 +3,11 @@
 #
 # usage: stop.sh [STATE_DIR]      (default: ${TMPDIR:-/tmp}/baton-cp)
 #
-# Stops kube-controller-manager, then kube-apiserver, then etcd: SIGTERM to
-# each process group, up to 5 s each to exit, then up to BATON_CP_STOP_GRACE
-# seconds (default 15) for all, then SIGKILL. The processes are those listed in
-# STATE_DIR/pids plus any etcd/kube-apiserver/kube-controller-manager whose
-# command line names STATE_DIR (so nothing is missed if start.sh was killed
+# Stops kwok and kube-scheduler, then kube-controller-manager, then
+# kube-apiserver, then etcd: SIGTERM to each process group, up to 5 s each to
+# exit, then up to BATON_CP_STOP_GRACE seconds (default 15) for all, then
+# SIGKILL. The processes are those listed in STATE_DIR/pids plus any of these
+# five binaries whose command line names STATE_DIR (so nothing is missed if start.sh was killed
 # mid-way). The state dir is removed unless BATON_KEEP_STATE=1.
 # Safe to run twice, or after start.sh failed.
 set -euo pipefail
@@ -28,7 +28,7 @@ if [[ ! -f "$state/$marker" ]]; then
 fi
 state="$(cd "$state" && pwd)"
 
-# A pid is ours while it is one of the three binaries and its command line
+# A pid is ours while it is one of the five binaries and its command line
 # names a path inside this state dir (every one of them does), so a pid reused
 # by an unrelated process is never signalled. Sets R to the stop rank (0 first).
 R=
@@ -36,15 +36,16 @@ rank() { # <pid>
     local comm args
     read -r comm 2> /dev/null < "/proc/$1/comm" || return 1
     case "$comm" in
-        kube-controller* | kube-apiserver | etcd) ;;
+        kwok | kube-scheduler | kube-controller* | kube-apiserver | etcd) ;;
         *) return 1 ;;
     esac
     mapfile -d '' -t args 2> /dev/null < "/proc/$1/cmdline" || return 1
     [[ "${args[*]}" == *"$state/"* ]] || return 1
     case "$comm" in
-        kube-controller*) R=0 ;;
-        kube-apiserver) R=1 ;;
-        *) R=2 ;;
+        kwok | kube-scheduler) R=0 ;;
+        kube-controller*) R=1 ;;
+        kube-apiserver) R=2 ;;
+        *) R=3 ;;
     esac
 }
 ours() { rank "$1"; }
@@ -68,7 +69,7 @@ for pid in "${candidates[@]}"; do
     rank_of[$pid]=$R
 done
 pids=()
-for r in 0 1 2; do
+for r in 0 1 2 3; do
     for pid in "${!rank_of[@]}"; do
         [[ "${rank_of[$pid]}" == "$r" ]] && pids+=("$pid")
     done

@@ -1,13 +1,15 @@
-//! baton's end-to-end harness. It starts one real control plane per test binary (etcd,
-//! kube-apiserver and kube-controller-manager built from Go modules by
-//! `e2e/control-plane/build.sh`), installs `crds/`, and gives each test its own namespace.
+//! baton's end-to-end harness. It starts one real cluster per test binary (etcd, kube-apiserver,
+//! kube-controller-manager with the workload controllers, kube-scheduler, and kwok running fake
+//! nodes, all built from Go modules by `e2e/control-plane/build.sh`), installs `crds/`, and
+//! gives each test its own namespace. Workloads roll out for real: kwok reports the pods, the
+//! controllers the workloads' status; [`pods`] decides what the containers do.
 //!
-//! With `BATON_E2E_USE_EXISTING=1` the tests run against the cluster in `KUBECONFIG` instead.
-//! There is no kubelet: tests play it with the `kubelet` helpers.
+//! With `BATON_E2E_USE_EXISTING=1` the tests run against the cluster in `KUBECONFIG` instead
+//! (it needs kwok with `e2e/control-plane/kwok/stages.yaml` for the workload tests).
 
 pub mod argocd;
 pub mod kstatus;
-pub mod kubelet;
+pub mod pods;
 pub mod policy;
 
 use std::path::{Path, PathBuf};

@@ -16,4 +16,5 @@ mod e2e {
     pub mod scenarios;
     pub mod security;
     pub mod support;
+    pub mod workloads;
 }

@@ -8,10 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use baton::crd::{ApplyPhase, FailurePolicy, OperationPhase};
-use baton_e2e::kubelet::Background;
-use baton_e2e::{restart_apiserver, wait_for};
+use baton_e2e::{pods, restart_apiserver, wait_for};
+use serde_json::json;
 
-use support::{World, all_operations, check_single_attempts, config_map, deployment, spec};
+use support::{World, all_operations, check_single_attempts, config_map, deployment_with, spec};
 
 #[tokio::test]
 async fn rollouts_survive_an_api_server_outage_without_an_operator_restart() {
@@ -23,12 +23,13 @@ async fn rollouts_survive_an_api_server_outage_without_an_operator_restart() {
     }
     let world = World::new("outage").await;
     let ns = world.ns.name.clone();
-    let kubelet = Background::start(world.client.clone(), ns.clone(), Duration::ZERO);
+    // Rollouts slow enough to be under way when the API server goes away.
+    let slow = json!({ pods::READY_AFTER: "3s" });
     for index in 0..10 {
         let name = format!("o{index}");
         let ops = vec![
             ("a", config_map(&format!("{name}-a"))),
-            ("b", deployment(&format!("{name}-b"))),
+            ("b", deployment_with(&format!("{name}-b"), slow.clone())),
             ("c", config_map(&format!("{name}-c"))),
         ];
         world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
@@ -50,7 +51,6 @@ async fn rollouts_survive_an_api_server_outage_without_an_operator_restart() {
         })
         .await;
     }
-    drop(kubelet);
     let operations = all_operations(&world.client, &ns).await;
     let attempts = check_single_attempts(&operations);
     println!(

@@ -2,28 +2,32 @@
 
 use baton::crd::{ApplyPhase, FailurePolicy, OperationPhase};
 use baton_e2e::argocd::health_of_json;
-use baton_e2e::kubelet;
+use baton_e2e::pods;
 use serde_json::json;
 
-use super::support::{World, config_map, deployment, job, spec};
+use super::support::{World, config_map, held_deployment, held_job, job_pods, spec};
 
 #[tokio::test]
 async fn argocd_health_reads_the_statuses_the_operator_writes() {
     let world = World::new("argocd").await;
     let ns = world.ns.name.clone();
     world.create("healthy", spec(&ns, FailurePolicy::Halt, 1, vec![("a", config_map("a"))])).await;
-    world.create("broken", spec(&ns, FailurePolicy::Halt, 1, vec![("a", job("broken"))])).await;
-    world.create("paused", spec(&ns, FailurePolicy::Pause, 1, vec![("a", job("paused"))])).await;
     world
-        .create("stopped", spec(&ns, FailurePolicy::Halt, 1, vec![("a", deployment("held"))]))
+        .create("broken", spec(&ns, FailurePolicy::Halt, 1, vec![("a", held_job("broken"))]))
         .await;
     world
-        .create("running", spec(&ns, FailurePolicy::Halt, 1, vec![("a", deployment("slow"))]))
+        .create("paused", spec(&ns, FailurePolicy::Pause, 1, vec![("a", held_job("paused"))]))
+        .await;
+    world
+        .create("stopped", spec(&ns, FailurePolicy::Halt, 1, vec![("a", held_deployment("held"))]))
+        .await;
+    world
+        .create("running", spec(&ns, FailurePolicy::Halt, 1, vec![("a", held_deployment("slow"))]))
         .await;
     world.wait_operation_phase("broken", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "broken").await;
+    pods::fail(&world.client, &ns, &job_pods("broken")).await;
     world.wait_operation_phase("paused", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "paused").await;
+    pods::fail(&world.client, &ns, &job_pods("paused")).await;
     world.wait_operation_phase("stopped", "a", OperationPhase::Running).await;
     world.patch_spec("stopped", json!({"stop": true})).await;
     world.wait_operation_phase("running", "a", OperationPhase::Running).await;

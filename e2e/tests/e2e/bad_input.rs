@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use baton::crd::{Apply, ApplyPhase, FailurePolicy, Operation, OperationPhase};
-use baton_e2e::{TestNamespace, kubelet, service_account_with_rules, wait_for};
-use k8s_openapi::api::apps::v1::Deployment;
+use baton_e2e::{TestNamespace, service_account_with_rules, wait_for};
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{
     ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -14,7 +13,6 @@ use kube::api::{
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::task::JoinSet;
 
 use super::support::{DEPLOYER, PATIENCE, World, config_map, deployer_rules, spec};
 
@@ -35,9 +33,6 @@ struct Case {
     /// Adds `data.blob` of this many bytes to the first manifest (kept out of the repository).
     #[serde(default)]
     huge_data_bytes: Option<usize>,
-    /// What the test does as the workload controllers once the object exists.
-    #[serde(default)]
-    kubelet: Option<Kubelet>,
     /// Objects server-side applied in the test namespace by field manager `someone-else`
     /// before the Apply is created.
     #[serde(default)]
@@ -59,18 +54,6 @@ struct Expect {
     /// Instead of all the above: creating the Apply fails with a message containing this.
     #[serde(default)]
     rejected: Option<String>,
-}
-
-/// The workload controllers' verdict the test writes once the object exists.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Kubelet {
-    /// The Job of this name failed.
-    #[serde(default)]
-    job_failed: Option<String>,
-    /// The Deployment of this name exceeded its progress deadline.
-    #[serde(default)]
-    deployment_failed: Option<String>,
 }
 
 /// Where the cases run: placeholders `{namespace}` and `{other}` in expected messages.
@@ -250,7 +233,6 @@ async fn runtime_bad_input_fails_operations_with_the_expected_reason() {
         Api::namespaced_with(world.client.clone(), &ns, &ApiResource::erase::<Apply>(&()));
     let mut failures = Vec::new();
     let mut accepted = Vec::new();
-    let mut kubelets = JoinSet::new();
     for (path, name, case) in &cases {
         for object in &case.existing {
             put_existing(&world.client, &ns, object).await;
@@ -270,25 +252,6 @@ async fn runtime_bad_input_fails_operations_with_the_expected_reason() {
                 file_name(path),
                 expected.as_ref().map(|e| format!(", expected `{e}`")).unwrap_or_default()
             )),
-        }
-        let kubelet = case.kubelet.as_ref();
-        if let Some(job) = kubelet.and_then(|k| k.job_failed.clone()) {
-            let (client, namespace) = (world.client.clone(), ns.clone());
-            kubelets.spawn(async move { kubelet::job_failed(&client, &namespace, &job).await });
-        }
-        if let Some(deployment) = kubelet.and_then(|k| k.deployment_failed.clone()) {
-            let (client, namespace) = (world.client.clone(), ns.clone());
-            kubelets.spawn(async move {
-                // Unlike the Job helper, this one reads the Deployment at once: wait for it.
-                let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-                wait_for(&format!("Deployment {deployment} to be applied"), PATIENCE, || {
-                    let api = api.clone();
-                    let deployment = deployment.clone();
-                    async move { api.get_opt(&deployment).await.ok().flatten() }
-                })
-                .await;
-                kubelet::deployment_failed(&client, &namespace, &deployment).await
-            });
         }
     }
     let healthy = vec![
@@ -320,7 +283,6 @@ async fn runtime_bad_input_fails_operations_with_the_expected_reason() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
-    kubelets.abort_all();
 
     for (path, name, case) in &accepted {
         let apply = settled_applies.iter().find(|a| a.metadata.name.as_ref() == Some(*name));

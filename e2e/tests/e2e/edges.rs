@@ -6,13 +6,15 @@
 use std::time::Duration;
 
 use baton::crd::{ApplyPhase, DedupOn, FailurePolicy, Operation, OperationPhase};
-use baton_e2e::{TestNamespace, admin_client, kubelet, policy, wait_for};
+use baton_e2e::{TestNamespace, admin_client, pods, policy, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-use super::support::{PATIENCE, World, config_map, deployment, job, spec};
+use super::support::{
+    PATIENCE, World, config_map, failing_job, held_deployment, held_job, job_pods, spec,
+};
 
 #[tokio::test]
 async fn deleting_a_namespace_under_running_settled_and_waiting_applies_finishes() {
@@ -21,8 +23,9 @@ async fn deleting_a_namespace_under_running_settled_and_waiting_applies_finishes
     let world = World::new_in(client.clone(), ns, &[]).await;
     let name = world.ns.name.clone();
     world.create("done", spec(&name, FailurePolicy::Halt, 1, vec![("a", config_map("a"))])).await;
-    world.create("run", spec(&name, FailurePolicy::Halt, 1, vec![("a", deployment("web"))])).await;
-    let mut keyed = spec(&name, FailurePolicy::Halt, 1, vec![("a", deployment("api"))]);
+    let web = held_deployment("web");
+    world.create("run", spec(&name, FailurePolicy::Halt, 1, vec![("a", web)])).await;
+    let mut keyed = spec(&name, FailurePolicy::Halt, 1, vec![("a", held_deployment("api"))]);
     keyed.idempotency_key = Some("release-7".into());
     keyed.dedup_on = DedupOn::Success;
     world.create("first", keyed.clone()).await;
@@ -66,10 +69,10 @@ async fn deleting_a_namespace_under_running_settled_and_waiting_applies_finishes
 async fn a_dismissal_while_stopped_resets_the_failure_and_a_resume_runs_it() {
     let world = World::new("stopdismiss").await;
     let ns = world.ns.name.clone();
-    let operations = vec![("migrate", job("db-migrate")), ("b", config_map("b"))];
+    let operations = vec![("migrate", held_job("db-migrate")), ("b", config_map("b"))];
     world.create("sd", spec(&ns, FailurePolicy::Pause, 1, operations)).await;
     world.wait_operation_phase("sd", "migrate", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "db-migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("db-migrate")).await;
     world.wait_apply_phase("sd", ApplyPhase::Paused).await;
     world.patch_spec("sd", json!({"stop": true})).await;
     world.wait_apply_phase("sd", ApplyPhase::Failed).await;
@@ -118,13 +121,11 @@ async fn hand_edits(protected: bool) {
 
     // A settled rollout, a failed one with a standing dismissal, a running one, one to edit.
     world.create("settled", one("a", config_map("settled-a"))).await;
-    world.create("failing", one("a", job("failing-job"))).await;
-    world.create("running", one("a", deployment("running-web"))).await;
-    let two = vec![("a", deployment("edited-web")), ("b", config_map("edited-b"))];
+    world.create("failing", one("a", failing_job("failing-job", 0))).await;
+    world.create("running", one("a", held_deployment("running-web"))).await;
+    let two = vec![("a", held_deployment("edited-web")), ("b", config_map("edited-b"))];
     world.create("edited", spec(&name, FailurePolicy::Halt, 1, two)).await;
     world.wait_apply_phase("settled", ApplyPhase::Succeeded).await;
-    world.wait_operation_phase("failing", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &name, "failing-job").await;
     world.wait_apply_phase("failing", ApplyPhase::Failed).await;
     world.patch_spec("failing", json!({"dismissError": "a-1"})).await;
     // The Job stays failed: the retry fails again, as a new error.

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use baton::crd::{ApplyPhase, DedupOn, FailurePolicy, OperationPhase};
-use baton_e2e::{Operator, TestNamespace, admin_client, kubelet, wait_for};
+use baton_e2e::{Operator, TestNamespace, admin_client, pods, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 
-use super::support::{PATIENCE, World, config_map, deployment, job, spec};
+use super::support::{PATIENCE, World, config_map, held_deployment, held_job, job_pods, spec};
 
 fn keyed(
     ns: &str,
@@ -77,7 +77,10 @@ async fn a_duplicate_waits_while_the_first_is_live_and_proceeds_at_once_when_it_
     let world = World::new("keywait").await;
     let ns = world.ns.name.clone();
     world
-        .create("first", keyed(&ns, "release-7", DedupOn::Success, vec![("a", job("migrate"))]))
+        .create(
+            "first",
+            keyed(&ns, "release-7", DedupOn::Success, vec![("a", held_job("migrate"))]),
+        )
         .await;
     world.wait_operation_phase("first", "a", OperationPhase::Running).await;
     world
@@ -101,7 +104,7 @@ async fn a_duplicate_waits_while_the_first_is_live_and_proceeds_at_once_when_it_
     })
     .await;
     assert!(waiting.message.contains("`first`"), "{}", waiting.message);
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_apply_phase("first", ApplyPhase::Failed).await;
     world.wait_apply_phase("second", ApplyPhase::Succeeded).await;
 }
@@ -110,9 +113,11 @@ async fn a_duplicate_waits_while_the_first_is_live_and_proceeds_at_once_when_it_
 async fn under_dedup_on_any_a_failed_run_counts_as_done() {
     let world = World::new("keyany").await;
     let ns = world.ns.name.clone();
-    world.create("first", keyed(&ns, "release-9", DedupOn::Any, vec![("a", job("migrate"))])).await;
+    world
+        .create("first", keyed(&ns, "release-9", DedupOn::Any, vec![("a", held_job("migrate"))]))
+        .await;
     world.wait_operation_phase("first", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_apply_phase("first", ApplyPhase::Failed).await;
     wait_key_states(&world, &["Failed"]).await;
     world
@@ -128,7 +133,10 @@ async fn a_key_whose_holder_stopped_renewing_is_taken_over_after_the_ttl() {
     let mut world = World::new_in(client.clone(), ns, &["--idempotency-ttl-seconds", "3"]).await;
     let n = world.ns.name.clone();
     world
-        .create("first", keyed(&n, "release-3", DedupOn::Success, vec![("a", deployment("web"))]))
+        .create(
+            "first",
+            keyed(&n, "release-3", DedupOn::Success, vec![("a", held_deployment("web"))]),
+        )
         .await;
     world.wait_operation_phase("first", "a", OperationPhase::Running).await;
     // The first Apply's operator dies, and the first Apply stops: its key is renewed no more.
@@ -153,7 +161,7 @@ async fn deleting_a_running_apply_stops_it_releases_its_key_and_collects_its_chi
                 &ns,
                 "release-1",
                 DedupOn::Success,
-                vec![("a", deployment("web")), ("b", config_map("b"))],
+                vec![("a", held_deployment("web")), ("b", config_map("b"))],
             ),
         )
         .await;

@@ -9,10 +9,10 @@ use baton_e2e::kstatus::{self, Kstatus, KstatusStatus};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use baton_e2e::{TestNamespace, admin_client, cluster, kubelet};
+use baton_e2e::{TestNamespace, admin_client, cluster, pods};
 use serde_json::{Value, json};
 
-use super::support::{World, config_map, deployment, job, spec};
+use super::support::{World, app, config_map, held_deployment, held_job, job_pods, spec};
 
 const APPLIES: &str = "applies.baton.dev";
 
@@ -103,17 +103,17 @@ async fn a_new_apply_is_in_progress_before_the_operator_writes_its_status() {
 async fn running_and_pending_are_in_progress_succeeded_and_skipped_are_current() {
     let world = World::new("ks-flow").await;
     let ns = world.ns.name.clone();
-    world.create("first", keyed(&ns, "ks-release", deployment("web"))).await;
+    world.create("first", keyed(&ns, "ks-release", held_deployment("web"))).await;
     world.wait_operation_phase("first", "a", OperationPhase::Running).await;
     world.wait_apply_phase("first", ApplyPhase::Running).await;
     expect_kstatus(&ns, "first", "Running", KstatusStatus::InProgress);
 
     // Same key while the first is live: the second waits, Pending (DuplicateInFlight).
-    world.create("again", keyed(&ns, "ks-release", deployment("web"))).await;
+    world.create("again", keyed(&ns, "ks-release", held_deployment("web"))).await;
     world.wait_apply_phase("again", ApplyPhase::Pending).await;
     expect_kstatus(&ns, "again", "Pending (DuplicateInFlight)", KstatusStatus::InProgress);
 
-    kubelet::deployment_rolled_out(&world.client, &ns, "web").await;
+    pods::release(&world.client, &ns, &app("web")).await;
     world.wait_apply_phase("first", ApplyPhase::Succeeded).await;
     expect_kstatus(&ns, "first", "Succeeded", KstatusStatus::Current);
     world.wait_apply_phase("again", ApplyPhase::Skipped).await;
@@ -124,12 +124,16 @@ async fn running_and_pending_are_in_progress_succeeded_and_skipped_are_current()
 async fn failed_and_paused_are_failed() {
     let world = World::new("ks-fail").await;
     let ns = world.ns.name.clone();
-    world.create("halt", spec(&ns, FailurePolicy::Halt, 1, vec![("a", job("halt-job"))])).await;
-    world.create("pause", spec(&ns, FailurePolicy::Pause, 1, vec![("a", job("pause-job"))])).await;
+    world
+        .create("halt", spec(&ns, FailurePolicy::Halt, 1, vec![("a", held_job("halt-job"))]))
+        .await;
+    world
+        .create("pause", spec(&ns, FailurePolicy::Pause, 1, vec![("a", held_job("pause-job"))]))
+        .await;
     world.wait_operation_phase("halt", "a", OperationPhase::Running).await;
     world.wait_operation_phase("pause", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "halt-job").await;
-    kubelet::job_failed(&world.client, &ns, "pause-job").await;
+    pods::fail(&world.client, &ns, &job_pods("halt-job")).await;
+    pods::fail(&world.client, &ns, &job_pods("pause-job")).await;
 
     for (name, phase) in [("halt", ApplyPhase::Failed), ("pause", ApplyPhase::Paused)] {
         let apply = world.wait_apply_phase(name, phase).await;
@@ -148,7 +152,9 @@ async fn failed_and_paused_are_failed() {
 async fn stopped_is_in_progress() {
     let world = World::new("ks-stop").await;
     let ns = world.ns.name.clone();
-    world.create("stop", spec(&ns, FailurePolicy::Halt, 1, vec![("a", deployment("web"))])).await;
+    world
+        .create("stop", spec(&ns, FailurePolicy::Halt, 1, vec![("a", held_deployment("web"))]))
+        .await;
     world.wait_operation_phase("stop", "a", OperationPhase::Running).await;
     world.patch_spec("stop", json!({"stop": true})).await;
     world.wait_apply_phase("stop", ApplyPhase::Stopped).await;

@@ -1,9 +1,9 @@
 //! `kubectl baton` end to end: kubectl finds the plugin on the PATH and drives a real rollout.
 
 use baton::crd::{ApplyPhase, FailurePolicy, OperationPhase};
-use baton_e2e::{kubectl_baton, kubelet};
+use baton_e2e::{kubectl_baton, pods};
 
-use super::support::{DEPLOYER, World, config_map, deployer_rules, deployment, spec};
+use super::support::{DEPLOYER, World, app, config_map, deployer_rules, held_deployment, spec};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let output = kubectl_baton(args);
@@ -25,7 +25,7 @@ async fn plugin_stops_resumes_dismisses_and_watches_a_rollout() {
         &ns,
         FailurePolicy::Pause,
         1,
-        vec![("a", deployment("web-a")), ("b", config_map("b")), ("c", config_map("c"))],
+        vec![("a", held_deployment("web-a")), ("b", config_map("b")), ("c", config_map("c"))],
     );
     spec.operations[1].target.namespace = missing.clone();
     world.create("rollout", spec).await;
@@ -54,7 +54,7 @@ async fn plugin_stops_resumes_dismisses_and_watches_a_rollout() {
     let (ok, stdout, stderr) = run(&["resume", "rollout", "-n", n]);
     assert!(ok && stdout.contains("apply/rollout: resumed"), "{stdout}{stderr}");
     world.wait_operation_phase("rollout", "a", OperationPhase::Running).await;
-    kubelet::deployment_rolled_out(&world.client, &ns, "web-a").await;
+    pods::release(&world.client, &ns, &app("web-a")).await;
     world.wait_apply_phase("rollout", ApplyPhase::Paused).await;
 
     let _later = baton_e2e::TestNamespace::create_named(&world.client, &missing).await;

@@ -1,7 +1,7 @@
 //! The reliability suite: a crash loop and racing replicas, each bounded in count and time, each
 //! printing its figures (the API server outage has a binary of its own, `tests/outage.rs`, since
-//! it takes the API server away from every test running beside it). A background kubelet rolls
-//! Deployments out and fails the Jobs meant to fail.
+//! it takes the API server away from every test running beside it). Workloads roll out on the
+//! cluster's own controllers and kwok; the stuck and failing ones say so in their pod templates.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,8 +11,7 @@ use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use baton::crd::{Apply, ApplyPhase, FailurePolicy, OperationPhase};
-use baton_e2e::kubelet::{Background, FAILING, STUCK};
-use baton_e2e::{Operator, TEST_LEASE_SECONDS, wait_for};
+use baton_e2e::{Operator, TEST_LEASE_SECONDS, pods, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
@@ -20,7 +19,8 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::support::{
-    World, all_operations, check_single_attempts, config_map, deployment, job, spec,
+    World, all_operations, check_single_attempts, config_map, deployment, deployment_with,
+    failing_job, held_deployment, spec,
 };
 
 /// A small deterministic generator: the suite is random in shape, repeatable in outcome checks.
@@ -54,8 +54,8 @@ fn crash_loop_plan(namespace: &str, count: usize) -> Vec<(Planned, baton::crd::A
                 .map(|step| {
                     let object = format!("{name}-{step}");
                     let manifest = match (kind, step) {
-                        (2, 2) => job(&format!("{FAILING}{object}")),
-                        (3, 1) => deployment(&format!("{STUCK}{object}")),
+                        (2, 2) => failing_job(&format!("fail-{object}"), 0),
+                        (3, 1) => held_deployment(&format!("stuck-{object}")),
                         (_, 0 | 3) => deployment(&object),
                         _ => config_map(&object),
                     };
@@ -84,7 +84,6 @@ fn crash_loop_plan(namespace: &str, count: usize) -> Vec<(Planned, baton::crd::A
 async fn crash_loop_keeps_every_rollout_on_its_predicted_course() {
     let mut world = World::new("crashloop").await;
     let ns = world.ns.name.clone();
-    let _kubelet = Background::start(world.client.clone(), ns.clone(), Duration::ZERO);
     let plan = crash_loop_plan(&ns, 20);
     for (planned, spec) in &plan {
         world.create(&planned.name, spec.clone()).await;
@@ -212,12 +211,12 @@ async fn racing_replicas_never_double_claim_and_take_over_in_time() {
     let mut replicas =
         [Operator::start(&world.client, &ns).await, Operator::start(&world.client, &ns).await];
     // Slow rollouts keep Applies active long enough to kill replicas that hold them.
-    let _kubelet = Background::start(world.client.clone(), ns.clone(), Duration::from_secs(3));
+    let slow = json!({ pods::READY_AFTER: "3s" });
     for index in 0..50 {
         let name = format!("r{index}");
         let ops = vec![
-            ("a", deployment(&format!("{name}-a"))),
-            ("b", deployment(&format!("{name}-b"))),
+            ("a", deployment_with(&format!("{name}-a"), slow.clone())),
+            ("b", deployment_with(&format!("{name}-b"), slow.clone())),
             ("c", config_map(&format!("{name}-c"))),
         ];
         world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;

@@ -1,17 +1,19 @@
-//! The operator's scenarios, end to end: a real API server, the operator as a process with its
-//! own service account, and the test playing the kubelet.
+//! The operator's scenarios, end to end: a real cluster, the operator as a process with its own
+//! service account. Workloads are held (their pods run, not ready) until the test releases or
+//! fails their pods, so each scenario decides when a step ends; the workload status baton reads
+//! is always the controllers' own.
 
 use std::time::Duration;
 
 use baton::crd::{ApplyPhase, FailurePolicy, OperationPhase};
-use baton_e2e::{Operator, TEST_LEASE_SECONDS, kubelet, wait_for};
+use baton_e2e::{Operator, TEST_LEASE_SECONDS, pods, wait_for};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 
-use super::support::{PATIENCE, World, config_map, deployment, job, spec};
+use super::support::{PATIENCE, World, app, config_map, held_deployment, held_job, job_pods, spec};
 
 /// A failed Job stays failed: the user deletes it (with its pods) before retrying.
 async fn delete_job(world: &World, name: &str) {
@@ -37,7 +39,7 @@ async fn three_operations_run_strictly_in_order() {
     let world = World::new("order").await;
     let ns = world.ns.name.clone();
     let names = ["a", "b", "c"];
-    let ops = names.iter().map(|n| (*n, deployment(&format!("web-{n}")))).collect();
+    let ops = names.iter().map(|n| (*n, held_deployment(&format!("web-{n}")))).collect();
     world.create("ordered", spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     for (position, name) in names.iter().enumerate() {
         world.wait_operation_phase("ordered", name, OperationPhase::Running).await;
@@ -46,7 +48,7 @@ async fn three_operations_run_strictly_in_order() {
         for (later, phase, _) in &phases[position + 1..] {
             assert_eq!(*phase, OperationPhase::Pending, "`{later}` must wait for `{name}`");
         }
-        kubelet::deployment_rolled_out(&world.client, &ns, &format!("web-{name}")).await;
+        pods::release(&world.client, &ns, &app(&format!("web-{name}"))).await;
         world.wait_operation_phase("ordered", name, OperationPhase::Succeeded).await;
     }
     let apply = world.wait_apply_phase("ordered", ApplyPhase::Succeeded).await;
@@ -69,7 +71,7 @@ async fn max_concurrent_two_over_five_never_runs_more_than_two() {
     let world = World::new("window").await;
     let ns = world.ns.name.clone();
     let names = ["a", "b", "c", "d", "e"];
-    let ops = names.iter().map(|n| (*n, deployment(&format!("web-{n}")))).collect();
+    let ops = names.iter().map(|n| (*n, held_deployment(&format!("web-{n}")))).collect();
     world.create("window", spec(&ns, FailurePolicy::Halt, 2, ops)).await;
     let mut released = 0;
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -88,7 +90,7 @@ async fn max_concurrent_two_over_five_never_runs_more_than_two() {
             );
         }
         if let Some(first) = now_running.first() {
-            kubelet::deployment_rolled_out(&world.client, &ns, &format!("web-{first}")).await;
+            pods::release(&world.client, &ns, &app(&format!("web-{first}"))).await;
             world.wait_operation_phase("window", first, OperationPhase::Succeeded).await;
             released += 1;
         } else {
@@ -104,13 +106,13 @@ async fn halt_stops_claiming_after_the_second_of_four_fails() {
     let ns = world.ns.name.clone();
     let ops = vec![
         ("a", config_map("a")),
-        ("b", job("migrate")),
+        ("b", held_job("migrate")),
         ("c", config_map("c")),
         ("d", config_map("d")),
     ];
     world.create("halt", spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     world.wait_operation_phase("halt", "b", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     let apply = world.wait_apply_phase("halt", ApplyPhase::Failed).await;
     let error = apply.status.and_then(|s| s.error).expect("status.error");
     assert_eq!(
@@ -132,13 +134,13 @@ async fn pause_waits_then_dismissal_by_id_retries_and_completes() {
     let ns = world.ns.name.clone();
     let ops = vec![
         ("a", config_map("a")),
-        ("b", job("migrate")),
+        ("b", held_job("migrate")),
         ("c", config_map("c")),
         ("d", config_map("d")),
     ];
     world.create("pause", spec(&ns, FailurePolicy::Pause, 1, ops)).await;
     world.wait_operation_phase("pause", "b", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     let paused = world.wait_apply_phase("pause", ApplyPhase::Paused).await;
     let id = paused.status.and_then(|s| s.error).map(|e| e.id).expect("an error id");
     assert_eq!(id, "b-1");
@@ -146,7 +148,7 @@ async fn pause_waits_then_dismissal_by_id_retries_and_completes() {
     delete_job(&world, "migrate").await;
     world.patch_spec("pause", json!({"dismissError": id})).await;
     world.wait_operation_phase("pause", "b", OperationPhase::Running).await;
-    kubelet::job_complete(&world.client, &ns, "migrate").await;
+    pods::release(&world.client, &ns, &job_pods("migrate")).await;
     let done = world.wait_apply_phase("pause", ApplyPhase::Succeeded).await;
     let status = done.status.expect("a status");
     assert_eq!(status.last_dismissed_error.map(|d| d.id), Some("b-1".to_owned()));
@@ -163,13 +165,13 @@ async fn continue_runs_siblings_past_a_failure_then_fails_the_verdict() {
     let ns = world.ns.name.clone();
     let ops = vec![
         ("a", config_map("a")),
-        ("b", job("migrate")),
-        ("c", deployment("web-c")),
-        ("d", deployment("web-d")),
+        ("b", held_job("migrate")),
+        ("c", held_deployment("web-c")),
+        ("d", held_deployment("web-d")),
     ];
     world.create("cont", spec(&ns, FailurePolicy::Continue, 1, ops)).await;
     world.wait_operation_phase("cont", "b", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_operation_phase("cont", "c", OperationPhase::Running).await;
     let apply = world.apply("cont").await;
     let status = apply.status.expect("a status");
@@ -177,9 +179,9 @@ async fn continue_runs_siblings_past_a_failure_then_fails_the_verdict() {
     let degraded =
         status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| c.status.clone());
     assert_eq!(degraded.as_deref(), Some("True"));
-    kubelet::deployment_rolled_out(&world.client, &ns, "web-c").await;
+    pods::release(&world.client, &ns, &app("web-c")).await;
     world.wait_operation_phase("cont", "d", OperationPhase::Running).await;
-    kubelet::deployment_rolled_out(&world.client, &ns, "web-d").await;
+    pods::release(&world.client, &ns, &app("web-d")).await;
     let failed = world.wait_apply_phase("cont", ApplyPhase::Failed).await;
     let status = failed.status.expect("a status");
     assert_eq!(status.error.map(|e| e.id), Some("b-1".to_owned()));
@@ -191,7 +193,7 @@ async fn stop_while_the_first_of_five_runs_then_resume() {
     let world = World::new("stop").await;
     let ns = world.ns.name.clone();
     let names = ["a", "b", "c", "d", "e"];
-    let ops = names.iter().map(|n| (*n, deployment(&format!("web-{n}")))).collect();
+    let ops = names.iter().map(|n| (*n, held_deployment(&format!("web-{n}")))).collect();
     world.create("stop", spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     world.wait_operation_phase("stop", "a", OperationPhase::Running).await;
     world.patch_spec("stop", json!({"stop": true})).await;
@@ -209,7 +211,7 @@ async fn stop_while_the_first_of_five_runs_then_resume() {
     world.patch_spec("stop", json!({"stop": false})).await;
     for name in names {
         world.wait_operation_phase("stop", name, OperationPhase::Running).await;
-        kubelet::deployment_rolled_out(&world.client, &ns, &format!("web-{name}")).await;
+        pods::release(&world.client, &ns, &app(&format!("web-{name}"))).await;
         world.wait_operation_phase("stop", name, OperationPhase::Succeeded).await;
     }
     let done = world.wait_apply_phase("stop", ApplyPhase::Succeeded).await;
@@ -220,10 +222,11 @@ async fn stop_while_the_first_of_five_runs_then_resume() {
 async fn stop_under_continue_after_a_failure_settles_failed() {
     let world = World::new("stopcont").await;
     let ns = world.ns.name.clone();
-    let ops = vec![("a", job("migrate")), ("b", deployment("web-b")), ("c", config_map("c"))];
+    let ops =
+        vec![("a", held_job("migrate")), ("b", held_deployment("web-b")), ("c", config_map("c"))];
     world.create("sc", spec(&ns, FailurePolicy::Continue, 1, ops)).await;
     world.wait_operation_phase("sc", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_operation_phase("sc", "b", OperationPhase::Running).await;
     world.patch_spec("sc", json!({"stop": true})).await;
     let settled = world.wait_apply_phase("sc", ApplyPhase::Failed).await;
@@ -241,11 +244,16 @@ async fn stale_dismissal_changes_nothing_and_says_why() {
     world
         .create(
             "stale",
-            spec(&ns, FailurePolicy::Halt, 1, vec![("a", job("migrate")), ("b", config_map("b"))]),
+            spec(
+                &ns,
+                FailurePolicy::Halt,
+                1,
+                vec![("a", held_job("migrate")), ("b", config_map("b"))],
+            ),
         )
         .await;
     world.wait_operation_phase("stale", "a", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_apply_phase("stale", ApplyPhase::Failed).await;
     world.patch_spec("stale", json!({"dismissError": "a-0"})).await;
     let applies = world.applies();
@@ -281,10 +289,10 @@ async fn stale_dismissal_changes_nothing_and_says_why() {
 async fn dismissal_while_another_operation_runs_waits_until_it_settles() {
     let world = World::new("waitdismiss").await;
     let ns = world.ns.name.clone();
-    let ops = vec![("a", job("migrate")), ("b", deployment("web-b"))];
+    let ops = vec![("a", held_job("migrate")), ("b", held_deployment("web-b"))];
     world.create("wd", spec(&ns, FailurePolicy::Halt, 2, ops)).await;
     world.wait_operation_phase("wd", "b", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_operation_phase("wd", "a", OperationPhase::Failed).await;
     delete_job(&world, "migrate").await;
     world.patch_spec("wd", json!({"dismissError": "a-1"})).await;
@@ -294,9 +302,9 @@ async fn dismissal_while_another_operation_runs_waits_until_it_settles() {
         Some((OperationPhase::Failed, 1)),
         "the dismissal waits while `b` runs"
     );
-    kubelet::deployment_rolled_out(&world.client, &ns, "web-b").await;
+    pods::release(&world.client, &ns, &app("web-b")).await;
     world.wait_operation_phase("wd", "a", OperationPhase::Running).await;
-    kubelet::job_complete(&world.client, &ns, "migrate").await;
+    pods::release(&world.client, &ns, &job_pods("migrate")).await;
     let done = world.wait_apply_phase("wd", ApplyPhase::Succeeded).await;
     assert_eq!(
         done.status.and_then(|s| s.last_dismissed_error).map(|d| d.id),
@@ -342,7 +350,8 @@ async fn dispatch_failures_are_failed_with_the_api_servers_message() {
 async fn timeout_fails_the_operation() {
     let world = World::new("timeout").await;
     let ns = world.ns.name.clone();
-    let mut spec = spec(&ns, FailurePolicy::Halt, 1, vec![("slow", deployment("never-ready"))]);
+    let mut spec =
+        spec(&ns, FailurePolicy::Halt, 1, vec![("slow", held_deployment("never-ready"))]);
     spec.operations[0].timeout = "2s".to_owned();
     world.create("to", spec).await;
     world.wait_apply_phase("to", ApplyPhase::Failed).await;
@@ -355,10 +364,10 @@ async fn failing_job_is_unhealthy_and_named() {
     let world = World::new("job").await;
     let ns = world.ns.name.clone();
     world
-        .create("jf", spec(&ns, FailurePolicy::Halt, 1, vec![("migrate", job("db-migrate"))]))
+        .create("jf", spec(&ns, FailurePolicy::Halt, 1, vec![("migrate", held_job("db-migrate"))]))
         .await;
     world.wait_operation_phase("jf", "migrate", OperationPhase::Running).await;
-    kubelet::job_failed(&world.client, &ns, "db-migrate").await;
+    pods::fail(&world.client, &ns, &job_pods("db-migrate")).await;
     world.wait_apply_phase("jf", ApplyPhase::Failed).await;
     let status = world.operation("jf", "migrate").await.status.expect("a status");
     assert_eq!(status.reason.as_deref(), Some("Unhealthy"));
@@ -377,14 +386,14 @@ async fn killed_operator_resumes_the_running_operation_in_the_same_attempt() {
                 &ns,
                 FailurePolicy::Halt,
                 1,
-                vec![("a", deployment("web-a")), ("b", config_map("b"))],
+                vec![("a", held_deployment("web-a")), ("b", config_map("b"))],
             ),
         )
         .await;
     world.wait_operation_phase("crash", "a", OperationPhase::Running).await;
     world.operator.kill();
     let replacement = Operator::start(&world.client, &ns).await;
-    kubelet::deployment_rolled_out(&world.client, &ns, "web-a").await;
+    pods::release(&world.client, &ns, &app("web-a")).await;
     let applies = world.applies();
     wait_for(
         "the replacement to finish the rollout",

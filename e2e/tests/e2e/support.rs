@@ -7,7 +7,9 @@ use baton::crd::{
     Apply, ApplyPhase, ApplySpec, ApplyTemplate, DedupOn, FailurePolicy, Operation, OperationEntry,
     OperationPhase, Target,
 };
-use baton_e2e::{Operator, TestNamespace, admin_client, service_account_with_rules, wait_for};
+use baton_e2e::{
+    Operator, TestNamespace, admin_client, pods, service_account_with_rules, wait_for,
+};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -144,7 +146,7 @@ impl World {
     }
 }
 
-/// What the deployer may do in a namespace: manage ConfigMaps, Deployments and Jobs.
+/// What the deployer may do in a namespace: manage ConfigMaps and workloads.
 pub fn deployer_rules() -> Vec<PolicyRule> {
     let rule = |groups: &[&str], resources: &[&str]| PolicyRule {
         api_groups: Some(groups.iter().map(|g| (*g).to_owned()).collect()),
@@ -156,7 +158,7 @@ pub fn deployer_rules() -> Vec<PolicyRule> {
     };
     vec![
         rule(&[""], &["configmaps"]),
-        rule(&["apps"], &["deployments"]),
+        rule(&["apps"], &["deployments", "statefulsets", "daemonsets"]),
         rule(&["batch"], &["jobs"]),
     ]
 }
@@ -169,28 +171,69 @@ pub fn config_map(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"step": name}})
 }
 
+/// A one-replica Deployment whose pods become ready at once: it rolls out by itself.
 pub fn deployment(name: &str) -> Value {
+    deployment_with(name, json!({}))
+}
+
+/// A one-replica Deployment whose pod runs but is not ready until the test releases it
+/// ([`baton_e2e::pods::release`] with `app=<name>`): its operation stays `Running` meanwhile.
+pub fn held_deployment(name: &str) -> Value {
+    deployment_with(name, pods::template_annotations(pods::NOT_READY))
+}
+
+/// A one-replica Deployment whose pod template carries `annotations`.
+pub fn deployment_with(name: &str, annotations: Value) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": name}},
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
                 "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
             },
         },
     })
 }
 
+/// A Job whose pod runs until the test decides: [`baton_e2e::pods::fail`] (the Job then fails,
+/// `BackoffLimitExceeded`) or [`baton_e2e::pods::release`] (it completes), with `job-name=<name>`.
+pub fn held_job(name: &str) -> Value {
+    job_with(name, 0, pods::template_annotations(pods::NOT_READY))
+}
+
+/// A Job whose pods fail: it fails once `backoff_limit` + 1 pods failed.
+pub fn failing_job(name: &str, backoff_limit: u32) -> Value {
+    job_with(name, backoff_limit, pods::template_annotations(pods::FAIL))
+}
+
+/// A Job whose pod completes at once.
 pub fn job(name: &str) -> Value {
+    job_with(name, 0, json!({}))
+}
+
+fn job_with(name: &str, backoff_limit: u32, annotations: Value) -> Value {
     json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
         "spec": {
-            "backoffLimit": 0,
-            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "run", "image": "registry.invalid/job:1"}]}},
+            "backoffLimit": backoff_limit,
+            "template": {
+                "metadata": {"annotations": annotations},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "run", "image": "registry.invalid/job:1"}]},
+            },
         },
     })
+}
+
+/// The pods of the Deployment `name` built by these helpers.
+pub fn app(name: &str) -> String {
+    format!("app={name}")
+}
+
+/// The pods of the Job `name`.
+pub fn job_pods(name: &str) -> String {
+    format!("job-name={name}")
 }
 
 /// A spec whose operations all target `namespace`, each with its own manifests.
