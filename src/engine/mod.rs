@@ -142,11 +142,12 @@ impl Engine {
             Err(failure) if failure.transient && place.cluster.is_some() => {
                 let since = self.clusters.unreachable(namespace, place, Timestamp::now());
                 let cluster = place.cluster.as_deref().unwrap_or_default();
+                let prefix = place.prefix();
+                let detail = failure.message.strip_prefix(&prefix).unwrap_or(&failure.message);
                 Err(Failure {
                     message: format!(
-                        "cluster `{cluster}` unreachable since {}: {}",
+                        "cluster `{cluster}` unreachable since {}: {detail}",
                         since.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        failure.message
                     ),
                     transient: true,
                 })

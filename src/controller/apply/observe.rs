@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use kube::ResourceExt;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use super::Context;
 use super::snapshot::Snapshot;
@@ -72,8 +72,9 @@ async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (Strin
                 }
                 Err(failure) if failure.transient => {
                     // The API server could not answer: try again at the next check, and let
-                    // the operation's timeout decide if it never does.
-                    warn!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
+                    // the operation's timeout decide if it never does. The Operation's message
+                    // says why it waits; the log would only repeat it every check.
+                    debug!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
                     return (name, Health::Waiting(failure.message));
                 }
                 Err(failure) => {
