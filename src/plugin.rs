@@ -124,14 +124,20 @@ impl Plugin {
             ),
         )?;
         let width = operations.iter().map(|op| op.spec.name.len()).max().unwrap_or(0);
+        let target = |op: &crate::crd::Operation| match &op.spec.target.cluster {
+            Some(cluster) => format!("{cluster}/{}", op.spec.target.namespace),
+            None => op.spec.target.namespace.clone(),
+        };
+        let target_width = operations.iter().map(|op| target(op).len()).max().unwrap_or(0);
         for (position, op) in operations.iter().enumerate() {
             let branch = if position + 1 == operations.len() { "└─" } else { "├─" };
             let op_status = op.status.clone().unwrap_or_default();
             line(
                 out,
                 format!(
-                    "{branch} {:width$}  {:9}  attempt {}  {:>6}  {}",
+                    "{branch} {:width$}  {:target_width$}  {:9}  attempt {}  {:>6}  {}",
                     op.spec.name,
+                    target(op),
                     op_status.phase.as_str(),
                     op_status.attempt,
                     age(op_status.started_at.as_ref(), now),
