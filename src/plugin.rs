@@ -82,6 +82,40 @@ impl Plugin {
         line(out, format!("apply/{name}: resumed; stopped operations go back to Pending"))
     }
 
+    /// `approve NAME OPERATION`: adds the operation to `spec.approvals`, guarded by the
+    /// resourceVersion read, so an approval written meanwhile by someone else is never lost.
+    pub async fn approve(&self, name: &str, operation: &str, out: &mut impl Write) -> Result<()> {
+        let apply = self.get(name).await?;
+        let entry = apply.spec.operations.iter().find(|entry| entry.name == operation);
+        let Some(entry) = entry else {
+            return Err(Error::NotFound(format!("apply `{name}` has no operation `{operation}`")));
+        };
+        if entry.approval.is_none() {
+            return Err(Error::Conflict(format!(
+                "operation `{operation}` of apply `{name}` needs no approval"
+            )));
+        }
+        if apply.spec.approvals.iter().any(|approved| approved == operation) {
+            return line(out, format!("apply/{name}: operation `{operation}` is already approved"));
+        }
+        let mut approvals = apply.spec.approvals.clone();
+        approvals.push(operation.to_owned());
+        // The resourceVersion read makes the patch fail, not overwrite, if the list changed.
+        let patch = json!({
+            "metadata": {"resourceVersion": apply.metadata.resource_version},
+            "spec": {"approvals": approvals},
+        });
+        let params =
+            PatchParams { field_manager: Some(PLUGIN_MANAGER.into()), ..PatchParams::default() };
+        self.applies.patch(name, &params, &Patch::Merge(patch)).await.map_err(|source| {
+            Error::Kube {
+                context: format!("approving operation `{operation}` of apply `{name}`"),
+                source,
+            }
+        })?;
+        line(out, format!("apply/{name}: operation `{operation}` approved"))
+    }
+
     /// `dismiss NAME`: dismisses the current error by its id, read from the status.
     pub async fn dismiss(&self, name: &str, out: &mut impl Write) -> Result<()> {
         let apply = self.get(name).await?;

@@ -32,6 +32,7 @@ fn projected(
             finalizer: false,
             operations_created: false,
             idempotency,
+            approvers: Default::default(),
         },
         &children(statuses),
     );

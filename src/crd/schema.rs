@@ -21,3 +21,14 @@ pub fn manifests(generator: &mut SchemaGenerator) -> Schema {
         "items": manifest(generator),
     })
 }
+
+/// An integer of at least 0, or a percentage such as `10%`.
+pub fn count_or_percent(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": "^[0-9]+%$"},
+        ],
+    })
+}

@@ -225,6 +225,14 @@ impl Engine {
         target: &RunTarget<'_>,
     ) -> Result<Vec<InventoryEntry>, DispatchError> {
         let mut inventory = Vec::with_capacity(target.operation.manifests.len());
+        if let Some(error) = &target.operation.values_error {
+            // Nothing is applied from manifests that could not be expanded.
+            return Err(DispatchError {
+                message: error.clone(),
+                applied: inventory,
+                transient: false,
+            });
+        }
         let outcome = match self.place(target, true).await {
             Ok(place) => {
                 let applied = self.apply_all(target, &place, &mut inventory).await;

@@ -166,6 +166,9 @@ fn spec(namespace: &str, policy: FailurePolicy, max: u32, manifests: Vec<Value>)
                 target: Target { namespace: namespace.to_owned(), cluster: None },
                 manifests: Some(vec![manifest]),
                 timeout: "10m".to_owned(),
+                values: Default::default(),
+                approval: None,
+                soak: None,
             })
             .collect(),
         template: None,
@@ -176,6 +179,8 @@ fn spec(namespace: &str, policy: FailurePolicy, max: u32, manifests: Vec<Value>)
         service_account_name: Some(DEPLOYER.to_owned()),
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        max_failed: None,
+        approvals: Vec::new(),
     }
 }
 
@@ -268,6 +273,9 @@ fn op_object(apply: &Apply, index: usize, entry: &OperationEntry) -> Operation {
             target: entry.target.clone(),
             manifests: entry.manifests.clone().unwrap_or_default(),
             timeout: entry.timeout.clone(),
+            approval: None,
+            soak: None,
+            values_error: None,
         },
         status: None,
     }
@@ -675,6 +683,7 @@ async fn scale(client: &Client, sizes: Sizes) {
                     finalizer: false,
                     operations_created: false,
                     idempotency: Idempotency::NotRequired,
+                    approvers: Default::default(),
                 };
                 let status = project(&facts, &children);
                 let body =

@@ -286,6 +286,9 @@ fn seed(
                 target: entry.target.clone(),
                 manifests: Vec::new(),
                 timeout: entry.timeout.clone(),
+                approval: None,
+                soak: None,
+                values_error: None,
             },
             status: Some(status),
         };
