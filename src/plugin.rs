@@ -13,7 +13,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation};
+use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation, OperationPhase, OperationStatus};
 use crate::{Error, Result};
 
 /// Field manager of the plugin's patches.
@@ -158,7 +158,7 @@ impl Plugin {
             ),
         )?;
         let width = operations.iter().map(|op| op.spec.name.len()).max().unwrap_or(0);
-        let target = |op: &crate::crd::Operation| match &op.spec.target.cluster {
+        let target = |op: &Operation| match &op.spec.target.cluster {
             Some(cluster) => format!("{cluster}/{}", op.spec.target.namespace),
             None => op.spec.target.namespace.clone(),
         };
@@ -175,7 +175,8 @@ impl Plugin {
                     op_status.phase.as_str(),
                     op_status.attempt,
                     age(op_status.started_at.as_ref(), now),
-                    op_status.message.unwrap_or_default(),
+                    gate_note(&apply, op, &op_status)
+                        .unwrap_or(op_status.message.clone().unwrap_or_default()),
                 ),
             )?;
         }
@@ -234,6 +235,20 @@ impl Plugin {
             tokio::time::sleep(WATCH_INTERVAL).await;
         }
     }
+}
+
+/// What an operation's gate says, when it says more than its message: it awaits an approval.
+fn gate_note(apply: &Apply, op: &Operation, status: &OperationStatus) -> Option<String> {
+    let waiting = status.phase == OperationPhase::Pending
+        && op.spec.approval.is_some()
+        && !apply.spec.approvals.contains(&op.spec.name);
+    waiting.then(|| {
+        format!(
+            "awaits approval: kubectl baton approve {} {}",
+            apply.metadata.name.clone().unwrap_or_default(),
+            op.spec.name
+        )
+    })
 }
 
 fn age(since: Option<&Time>, now: Timestamp) -> String {
