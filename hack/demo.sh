@@ -118,6 +118,17 @@ show
 say "the pods once the rollout settled: the Deployment's are ready, the Job's completed"
 kubectl get deployments,jobs,pods -n demo-web -o wide
 
+say "rings: one template, a value per ring; the canary soaks 5s, prod waits for an approval"
+kubectl apply -f config/samples/rings.yaml
+until kubectl get apply rings -n "$ns" -o jsonpath='{.status.conditions[?(@.type=="Reconciling")].reason}' 2> /dev/null | grep -q AwaitingApproval; do
+    sleep 0.5
+done
+kubectl baton status rings -n "$ns"
+kubectl baton approve rings prod -n "$ns"
+wait_phase rings Succeeded
+show
+kubectl get configmaps -n demo-prod flags-prod -o jsonpath='{.data}{"\n"}'
+
 say "what happened to 'web', as Events"
 kubectl get events -n "$ns" --field-selector involvedObject.name=web \
     -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.metadata.creationTimestamp
