@@ -120,7 +120,9 @@ kubectl get deployments,jobs,pods -n demo-web -o wide
 
 say "rings: one template, a value per ring; the canary soaks 5s, prod waits for an approval"
 kubectl apply -f config/samples/rings.yaml
+tries=0
 until kubectl get apply rings -n "$ns" -o jsonpath='{.status.conditions[?(@.type=="Reconciling")].reason}' 2> /dev/null | grep -q AwaitingApproval; do
+    ((++tries < 240)) || { kubectl baton status rings -n "$ns"; exit 1; }
     sleep 0.5
 done
 kubectl baton status rings -n "$ns"
