@@ -22,6 +22,7 @@ use super::{DismissedError, Target, schema};
     namespaced,
     status = "OperationStatus",
     doc = "One step of an Apply: its manifests applied to one target. Written only by the operator.",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.target.cluster"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Attempt", type_ = "integer", json_path = ".status.attempt"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target.namespace"),
@@ -177,4 +178,7 @@ pub struct InventoryEntry {
     pub namespace: Option<String>,
     /// Name of the object.
     pub name: String,
+    /// The registered cluster it was applied to; absent for the management cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }

@@ -1,18 +1,23 @@
 //! The engine runs an operation: server-side apply of its manifests into the target while
-//! impersonating the Apply's service account, then kstatus health of what it applied.
+//! impersonating the Apply's service account (on a registered cluster, with its kubeconfig, see
+//! `clusters`), then kstatus health of what it applied.
 //!
 //! It reports what it saw as a [`Health`]; it never writes an Operation or an Apply — the
 //! lifecycle decides and the reconciler writes.
 
+pub mod clusters;
 pub mod health;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::jiff::Timestamp;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use kube::{Api, Client, Config};
 
+use self::clusters::{Clusters, Kinds, Place};
 use self::health::ObjectHealth;
 use crate::crd::{InventoryEntry, OperationSpec};
 use crate::lifecycle::Health;
@@ -28,8 +33,10 @@ pub struct Engine {
     client: Client,
     /// One impersonating client per `namespace/serviceaccount`.
     clients: Mutex<HashMap<String, Client>>,
-    /// Discovery answers per kind: the API server's kinds rarely change while baton runs.
-    kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+    /// The management cluster's discovery answers: its kinds rarely change while baton runs.
+    kinds: Arc<Kinds>,
+    /// Registered clusters' clients and outages.
+    clusters: Clusters,
 }
 
 /// A dispatch that failed part way.
@@ -84,6 +91,9 @@ pub struct RunTarget<'a> {
     pub service_account: &'a str,
     /// The operation.
     pub operation: &'a OperationSpec,
+    /// The service account the Apply names, if it names one: impersonated on a registered
+    /// cluster too (there the kubeconfig's own identity is used otherwise).
+    pub named_service_account: Option<&'a str>,
 }
 
 impl Engine {
@@ -93,7 +103,61 @@ impl Engine {
             config,
             client,
             clients: Mutex::new(HashMap::new()),
-            kinds: Mutex::new(HashMap::new()),
+            kinds: Arc::default(),
+            clusters: Clusters::default(),
+        }
+    }
+
+    /// Where `target` runs: the management cluster as the Apply's service account, or the
+    /// registered cluster it names. A dispatch reads the cluster's Secret again (`fresh`), so
+    /// changed credentials take effect; a health check uses the client its dispatch built.
+    async fn place(&self, target: &RunTarget<'_>, fresh: bool) -> Result<Place, Failure> {
+        let local = self.impersonating(target.apply_namespace, target.service_account)?;
+        let Some(cluster) = target.operation.target.cluster.as_deref() else {
+            return Ok(Place { client: local, cluster: None, kinds: self.kinds.clone() });
+        };
+        let known =
+            self.clusters.known(target.apply_namespace, cluster, target.named_service_account);
+        if let Some(place) = known.filter(|_| !fresh) {
+            return Ok(place);
+        }
+        self.clusters
+            .remote(&local, target.apply_namespace, cluster, target.named_service_account)
+            .await
+            .map_err(|unusable| Failure {
+                message: unusable.message,
+                transient: unusable.transient,
+            })
+    }
+
+    /// Says, for a failure on `place` that another try may fix, since when a registered cluster
+    /// has not answered; clears the outage on success.
+    fn note_outage<T>(
+        &self,
+        namespace: &str,
+        place: &Place,
+        outcome: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        match outcome {
+            Err(failure) if failure.transient && place.cluster.is_some() => {
+                let since = self.clusters.unreachable(namespace, place, Timestamp::now());
+                let cluster = place.cluster.as_deref().unwrap_or_default();
+                let prefix = place.prefix();
+                let detail = failure.message.strip_prefix(&prefix).unwrap_or(&failure.message);
+                Err(Failure {
+                    message: format!(
+                        "cluster `{cluster}` unreachable since {}: {detail}",
+                        since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    ),
+                    transient: true,
+                })
+            }
+            outcome => {
+                if outcome.is_ok() {
+                    self.clusters.reachable(namespace, place);
+                }
+                outcome
+            }
         }
     }
 
@@ -115,14 +179,17 @@ impl Engine {
 
     async fn resolve(
         &self,
+        place: &Place,
         gvk: &GroupVersionKind,
     ) -> Result<(ApiResource, ApiCapabilities), Failure> {
         if let Some(found) =
-            self.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(gvk)
+            place.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(gvk)
         {
             return Ok(found.clone());
         }
-        let found = pinned_kind(&self.client, gvk).await.map_err(|error| {
+        // The management cluster is discovered as the operator; a registered one as the run.
+        let discovering = if place.cluster.is_some() { &place.client } else { &self.client };
+        let found = pinned_kind(discovering, gvk).await.map_err(|error| {
             let api_version = if gvk.group.is_empty() {
                 gvk.version.clone()
             } else {
@@ -142,7 +209,8 @@ impl Engine {
                 },
             }
         })?;
-        self.kinds
+        place
+            .kinds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(gvk.clone(), found.clone());
@@ -157,7 +225,14 @@ impl Engine {
         target: &RunTarget<'_>,
     ) -> Result<Vec<InventoryEntry>, DispatchError> {
         let mut inventory = Vec::with_capacity(target.operation.manifests.len());
-        match self.apply_all(target, &mut inventory).await {
+        let outcome = match self.place(target, true).await {
+            Ok(place) => {
+                let applied = self.apply_all(target, &place, &mut inventory).await;
+                self.note_outage(target.apply_namespace, &place, applied)
+            }
+            Err(failure) => Err(failure),
+        };
+        match outcome {
             Ok(()) => Ok(inventory),
             Err(Failure { message, transient }) => {
                 Err(DispatchError { message, applied: inventory, transient })
@@ -168,9 +243,22 @@ impl Engine {
     async fn apply_all(
         &self,
         target: &RunTarget<'_>,
+        place: &Place,
         inventory: &mut Vec<InventoryEntry>,
     ) -> Result<(), Failure> {
-        let client = self.impersonating(target.apply_namespace, target.service_account)?;
+        self.apply_each(target, place, inventory).await.map_err(|failure| Failure {
+            message: format!("{}{}", place.prefix(), failure.message),
+            transient: failure.transient,
+        })
+    }
+
+    async fn apply_each(
+        &self,
+        target: &RunTarget<'_>,
+        place: &Place,
+        inventory: &mut Vec<InventoryEntry>,
+    ) -> Result<(), Failure> {
+        let client = &place.client;
         let namespace = &target.operation.target.namespace;
         for (position, manifest) in target.operation.manifests.iter().enumerate() {
             let mut object: DynamicObject =
@@ -187,7 +275,7 @@ impl Engine {
                 object.metadata.name.clone().ok_or_else(|| {
                     format!("{} manifest #{position} has no metadata.name", gvk.kind)
                 })?;
-            let (resource, capabilities) = self.resolve(&gvk).await?;
+            let (resource, capabilities) = self.resolve(place, &gvk).await?;
             let api: Api<DynamicObject> = match capabilities.scope {
                 Scope::Namespaced => {
                     if let Some(other) =
@@ -223,35 +311,41 @@ impl Engine {
                 kind: gvk.kind.clone(),
                 namespace: object.metadata.namespace.clone(),
                 name,
+                cluster: place.cluster.clone(),
             });
         }
         Ok(())
     }
 
-    /// Reads every applied object and folds their kstatus health into one verdict: the first
-    /// failure, else progressing while any is not current, else healthy.
-    pub async fn health(
-        &self,
-        apply_namespace: &str,
-        service_account: &str,
-        inventory: &[InventoryEntry],
-    ) -> Health {
-        let client = match self.impersonating(apply_namespace, service_account) {
-            Ok(client) => client,
-            Err(message) => return Health::DispatchFailed(message),
+    /// Reads every applied object where the run applied it and folds their kstatus health
+    /// into one verdict: the first failure, else progressing while any is not current (saying
+    /// why when a registered cluster does not answer), else healthy.
+    pub async fn health(&self, target: &RunTarget<'_>, inventory: &[InventoryEntry]) -> Health {
+        let place = match self.place(target, false).await {
+            Ok(place) => place,
+            Err(failure) if failure.transient => return Health::Waiting(failure.message),
+            Err(failure) => return Health::DispatchFailed(failure.message),
         };
         let mut progressing = false;
         for entry in inventory {
+            let read = self.read(&place, entry).await;
             // A read that fails is a reason to look again, not a verdict: the timeout decides.
-            let Ok(object) = self.read(&client, entry).await else {
-                progressing = true;
-                continue;
+            let object = match self.note_outage(target.apply_namespace, &place, read) {
+                Ok(object) => object,
+                Err(failure) if failure.transient && place.cluster.is_some() => {
+                    return Health::Waiting(failure.message);
+                }
+                Err(_) => {
+                    progressing = true;
+                    continue;
+                }
             };
             match health::health(&object) {
                 ObjectHealth::Current => {}
                 ObjectHealth::InProgress(_) => progressing = true,
                 ObjectHealth::Failed(message) => {
-                    return Health::Unhealthy(format!("{}: {message}", describe_entry(entry)));
+                    let object = describe_entry(entry);
+                    return Health::Unhealthy(format!("{}{object}: {message}", place.prefix()));
                 }
             }
         }
@@ -260,19 +354,26 @@ impl Engine {
 
     async fn read(
         &self,
-        client: &Client,
+        place: &Place,
         entry: &InventoryEntry,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, Failure> {
         let gvk = api_version_kind(&entry.api_version, &entry.kind);
-        let (resource, _) = self.resolve(&gvk).await.map_err(|failure| failure.message)?;
+        let (resource, _) = self.resolve(place, &gvk).await?;
         let api: Api<DynamicObject> = match &entry.namespace {
-            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
-            None => Api::all_with(client.clone(), &resource),
+            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, &resource),
+            None => Api::all_with(place.client.clone(), &resource),
         };
-        let object = api.get(&entry.name).await.map_err(|error| {
-            describe_api_error(&entry.kind, &entry.name, entry.namespace.as_deref(), &error)
+        let object = api.get(&entry.name).await.map_err(|error| Failure {
+            message: describe_api_error(
+                &entry.kind,
+                &entry.name,
+                entry.namespace.as_deref(),
+                &error,
+            ),
+            transient: transient(&error),
         })?;
-        serde_json::to_value(object).map_err(|error| format!("{}: {error}", describe_entry(entry)))
+        serde_json::to_value(object)
+            .map_err(|error| Failure::from(format!("{}: {error}", describe_entry(entry))))
     }
 }
 

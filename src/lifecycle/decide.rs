@@ -26,6 +26,9 @@ use crate::lifecycle::condition;
 pub enum Health {
     /// Not healthy yet, not failed.
     Progressing,
+    /// Not healthy yet, for a reason worth saying on the Operation (a registered cluster that
+    /// does not answer, and since when); the timeout decides.
+    Waiting(String),
     /// Every applied object is healthy.
     Healthy,
     /// An applied object failed for good; the message names it and its condition.
@@ -71,6 +74,8 @@ pub enum WriteKind {
     Dismiss,
     /// `Pending → Failed (Lost)`: the record that replaces a deleted Operation.
     Lost,
+    /// A running operation's message says what it waits for.
+    Waiting,
 }
 
 impl WriteKind {
@@ -341,6 +346,7 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
             }
             continue;
         }
+        let mut saying = None;
         let outcome = match observed.health.get(&name) {
             Some(Health::Healthy) => Some(Outcome::Succeeded),
             Some(Health::Unhealthy(message)) => {
@@ -350,24 +356,37 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
                 reason: FailureReason::DispatchFailed,
                 message: message.clone(),
             }),
-            Some(Health::Progressing) | None => {
+            Some(Health::Progressing) | Some(Health::Waiting(_)) | None => {
+                let waiting = match observed.health.get(&name) {
+                    Some(Health::Waiting(why)) => Some(why.as_str()),
+                    _ => None,
+                };
                 match time_left(observed, slot.index, &slot.status) {
                     Some(left) => {
                         plan.requeue_after =
                             Some(plan.requeue_after.map_or(left, |current| current.min(left)));
+                        saying = waiting
+                            .filter(|why| slot.status.message.as_deref() != Some(*why))
+                            .and_then(|why| transitions::waiting(&slot.status, why).ok());
                         None
                     }
                     None => Some(Outcome::Failed {
                         reason: FailureReason::Timeout,
                         message: format!(
-                            "objects not healthy within the timeout of {}",
-                            timeout_text(observed, slot.index)
+                            "objects not healthy within the timeout of {}{}",
+                            timeout_text(observed, slot.index),
+                            waiting.map(|why| format!("; {why}")).unwrap_or_default()
                         ),
                     }),
                 }
             }
         };
-        let Some(outcome) = outcome else { continue };
+        let Some(outcome) = outcome else {
+            if let Some(next) = saying {
+                record(roster, plan, position, WriteKind::Waiting, next, None);
+            }
+            continue;
+        };
         // Successes are in the Operation's status; failures need someone's attention.
         let note = match &outcome {
             Outcome::Succeeded => None,

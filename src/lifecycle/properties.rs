@@ -252,6 +252,7 @@ fn check_reconcile(
                     "a step whose Operation vanished ran again without a dismissal"
                 );
             }
+            WriteKind::Waiting => prop_assert_eq!(from, Some(OperationPhase::Running)),
             WriteKind::Lost => {
                 let child = state.iter().find(|c| c.index == *index);
                 prop_assert!(child.is_some_and(|c| c.recreated), "only a recreated record is Lost");

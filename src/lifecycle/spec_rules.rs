@@ -780,3 +780,37 @@ fn hand_edits_are_followed_as_records_and_never_run_a_step_again() {
     assert!(writes(&failed_by_hand).is_empty());
     assert_eq!(failed_by_hand.status.and_then(|s| s.phase), Some(ApplyPhase::Failed));
 }
+
+// Section 9: clusters.
+
+#[test]
+fn an_unreachable_cluster_keeps_the_operation_running_and_says_since_when() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    let why = "cluster `us` unreachable since 2027-01-15T08:00:00Z: connection refused";
+    let plan = plan_with(
+        &spec,
+        vec![running(ME, 1), pending(0)],
+        &[("a", Health::Waiting(why.into()))],
+        10,
+    );
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::Waiting, OperationPhase::Running)]);
+    let OperationWrite::Status { status, .. } = &plan.writes[0] else { panic!("a write") };
+    assert_eq!(status.message.as_deref(), Some(why));
+    assert!(plan.requeue_after.is_some(), "its timeout still decides");
+    // Said once: the next check with the same message writes nothing.
+    let said = OperationStatus { message: Some(why.into()), ..running(ME, 1) };
+    let again = plan_with(&spec, vec![said, pending(0)], &[("a", Health::Waiting(why.into()))], 20);
+    assert!(again.writes.is_empty());
+}
+
+#[test]
+fn an_unreachable_cluster_times_out_naming_it() {
+    let spec = spec(1, FailurePolicy::Halt, 1);
+    let why = "cluster `us` unreachable since 2027-01-15T08:00:00Z: connection refused";
+    let plan = plan_with(&spec, vec![running(ME, 1)], &[("a", Health::Waiting(why.into()))], 601);
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::Finish, OperationPhase::Failed)]);
+    let OperationWrite::Status { status, .. } = &plan.writes[0] else { panic!("a write") };
+    assert_eq!(status.reason.as_deref(), Some("Timeout"));
+    let message = status.message.clone().unwrap_or_default();
+    assert!(message.contains("timeout of 10m") && message.contains("cluster `us`"), "{message}");
+}

@@ -162,6 +162,15 @@ pub fn lost(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus,
     Ok(next)
 }
 
+/// `Running → Running` with a message saying what the run waits for (a registered cluster that
+/// does not answer, and since when).
+pub fn waiting(status: &OperationStatus, why: &str) -> Result<OperationStatus, Refused> {
+    expect(status, OperationPhase::Running)?;
+    let mut next = status.clone();
+    next.message = Some(why.to_owned());
+    Ok(next)
+}
+
 /// `Stopped → Pending` when the stop request is withdrawn.
 pub fn resume(status: &OperationStatus, now: Timestamp) -> Result<OperationStatus, Refused> {
     expect(status, OperationPhase::Stopped)?;

@@ -361,6 +361,7 @@ async fn run_baseline(
                                     kind: "ConfigMap".into(),
                                     namespace: Some(namespace.clone()),
                                     name,
+                                    cluster: None,
                                 });
                             }
                             let done = OperationStatus {

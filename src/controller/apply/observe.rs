@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use kube::ResourceExt;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use super::Context;
 use super::snapshot::Snapshot;
@@ -44,26 +44,27 @@ pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> BTreeMap
         .collect();
     let checks: Vec<_> = mine
         .into_iter()
-        .map(|op| run(op, &snapshot.namespace, &service_account, context))
+        .map(|op| {
+            let target = RunTarget {
+                apply_namespace: &snapshot.namespace,
+                service_account: &service_account,
+                operation: &op.spec,
+                named_service_account: snapshot.apply.spec.service_account_name.as_deref(),
+            };
+            run(op, target, context)
+        })
         .collect();
     futures::stream::iter(checks).buffer_unordered(OBSERVE_CONCURRENCY).collect().await
 }
 
 /// Applies one running operation (once per run) and reads its health.
-async fn run(
-    op: &Operation,
-    namespace: &str,
-    service_account: &str,
-    context: &Context,
-) -> (String, Health) {
+async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (String, Health) {
     let name = op.spec.name.clone();
     let attempt = op.status.as_ref().map_or(0, |status| status.attempt);
     let run = (op.uid().unwrap_or_default(), attempt);
     let dispatch = match context.runs.get(&run) {
         Some(dispatch) => dispatch,
         None => {
-            let target =
-                RunTarget { apply_namespace: namespace, service_account, operation: &op.spec };
             let dispatch = match context.engine.dispatch(&target).await {
                 Ok(inventory) => {
                     info!(operation = %name, attempt, objects = inventory.len(), "applied");
@@ -71,9 +72,10 @@ async fn run(
                 }
                 Err(failure) if failure.transient => {
                     // The API server could not answer: try again at the next check, and let
-                    // the operation's timeout decide if it never does.
-                    warn!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
-                    return (name, Health::Progressing);
+                    // the operation's timeout decide if it never does. The Operation's message
+                    // says why it waits; the log would only repeat it every check.
+                    debug!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
+                    return (name, Health::Waiting(failure.message));
                 }
                 Err(failure) => {
                     info!(operation = %name, attempt, message = %failure.message, "apply failed");
@@ -85,10 +87,7 @@ async fn run(
         }
     };
     match dispatch {
-        Dispatch::Applied(inventory) => {
-            let verdict = context.engine.health(namespace, service_account, &inventory).await;
-            (name, verdict)
-        }
+        Dispatch::Applied(inventory) => (name, context.engine.health(&target, &inventory).await),
         // Reported until the failure is written, never re-applied in the same run.
         Dispatch::Failed(failure) => (name, Health::DispatchFailed(failure.message)),
     }
