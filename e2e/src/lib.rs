@@ -546,16 +546,20 @@ pub async fn restart_apiserver(pause: std::time::Duration) -> bool {
     true
 }
 
-/// A kube-apiserver the harness stopped (SIGTERM), with what it needs to start it again: the
-/// same command line, so the same port, certificates and etcd.
+/// A kube-apiserver the harness stopped, with what it needs to start it again: the same
+/// command line, so the same port, certificates and etcd. Dropped without
+/// [`StoppedApiserver::start`] (a test that failed during the outage), it starts the API server
+/// again all the same, so no later test of the cluster finds it gone.
 #[must_use = "an API server left stopped fails every later test of its cluster"]
 pub struct StoppedApiserver {
     state: PathBuf,
     args: Vec<String>,
+    started: bool,
 }
 
 impl StoppedApiserver {
-    /// Stops the kube-apiserver of the control plane in `state` and waits until it is gone.
+    /// Stops the kube-apiserver of the control plane in `state` (SIGTERM, then SIGKILL if it is
+    /// still draining requests after 10 s) and waits until it is gone.
     pub async fn stop(state: &Path) -> StoppedApiserver {
         let pid_file = state.join("kube-apiserver.pid");
         let pid =
@@ -567,22 +571,29 @@ impl StoppedApiserver {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let killed = Command::new("kill").arg(&pid).status().expect("kill runs");
-        assert!(killed.success(), "stopping kube-apiserver {pid}");
         let gone = std::path::Path::new("/proc").join(&pid);
-        for _ in 0..200 {
+        for signal in ["-TERM", "-KILL"] {
             if !gone.exists() {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            // A failure here means it exited between the check and the signal.
+            let _ = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+            for _ in 0..200 {
+                if !gone.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
-        assert!(!gone.exists(), "kube-apiserver {pid} did not exit within 10 s");
-        StoppedApiserver { state: state.to_owned(), args }
+        assert!(!gone.exists(), "kube-apiserver {pid} did not exit after SIGKILL");
+        StoppedApiserver { state: state.to_owned(), args, started: false }
     }
 
-    /// Starts it again (recording the new pid, so `stop.sh` and the watchdog stop it) and waits
-    /// until it serves `kubeconfig`'s requests.
-    pub async fn start(self, kubeconfig: &Path) {
+    /// Launches the API server again, recording its pid so `stop.sh` and the watchdog stop it.
+    fn launch(&mut self) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
         let pid_file = self.state.join("kube-apiserver.pid");
         let log = self.state.join("kube-apiserver.log");
         let started = Command::new("bash")
@@ -596,12 +607,23 @@ impl StoppedApiserver {
         let mut pids = std::fs::read_to_string(self.state.join("pids")).unwrap_or_default();
         pids.push_str(&format!("{new_pid}\n"));
         std::fs::write(self.state.join("pids"), pids).expect("recording the new pid");
+    }
+
+    /// Starts it again and waits until it serves `kubeconfig`'s requests.
+    pub async fn start(mut self, kubeconfig: &Path) {
+        self.launch();
         let client = client_for(kubeconfig).await;
         wait_for("kube-apiserver to serve again", std::time::Duration::from_secs(60), || {
             let client = client.clone();
             async move { client.apiserver_version().await.ok().map(|_| ()) }
         })
         .await;
+    }
+}
+
+impl Drop for StoppedApiserver {
+    fn drop(&mut self) {
+        self.launch();
     }
 }
 
