@@ -315,8 +315,13 @@ pub async fn client_from_yaml(kubeconfig: &str) -> Client {
 pub async fn register(client: &Client, namespace: &str, cluster_name: &str, secret_name: &str) {
     let cluster = workload_cluster(cluster_name);
     let token = cluster.identity(DEFAULT_IDENTITY).await;
-    put_secret(client, namespace, secret_name, &[("value", &cluster.kubeconfig_with_token(&token))])
-        .await;
+    put_secret(
+        client,
+        namespace,
+        secret_name,
+        &[("value", &cluster.kubeconfig_with_token(&token))],
+    )
+    .await;
 }
 
 /// Writes the Secret `name` in `namespace` with exactly the keys `data` (server-side apply by
@@ -420,13 +425,17 @@ async fn allowed(
         ..SubjectAccessReview::default()
     };
     let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
-    wait_for(&format!("RBAC to allow {user} to {verb} {resource}"), Duration::from_secs(30), || {
-        let reviews = reviews.clone();
-        let review = review.clone();
-        async move {
-            let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
-            answer.status.is_some_and(|status| status.allowed).then_some(())
-        }
-    })
+    wait_for(
+        &format!("RBAC to allow {user} to {verb} {resource}"),
+        Duration::from_secs(30),
+        || {
+            let reviews = reviews.clone();
+            let review = review.clone();
+            async move {
+                let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+                answer.status.is_some_and(|status| status.allowed).then_some(())
+            }
+        },
+    )
     .await;
 }

@@ -562,8 +562,7 @@ impl StoppedApiserver {
     /// still draining requests after 10 s) and waits until it is gone.
     pub async fn stop(state: &Path) -> StoppedApiserver {
         let pid_file = state.join("kube-apiserver.pid");
-        let pid =
-            std::fs::read_to_string(&pid_file).expect("kube-apiserver.pid").trim().to_owned();
+        let pid = std::fs::read_to_string(&pid_file).expect("kube-apiserver.pid").trim().to_owned();
         let cmdline =
             std::fs::read(format!("/proc/{pid}/cmdline")).expect("the kube-apiserver command line");
         let args: Vec<String> = cmdline

@@ -207,8 +207,7 @@ async fn a_rollout_over_dev_eu_and_us_lands_each_step_in_its_cluster_in_order() 
     ];
     let names = ["dev", "eu", "us"];
     fleet.world.create("fleet", fleet_spec(&ns, FailurePolicy::Halt, 1, "2m", steps)).await;
-    for (position, (name, cluster)) in
-        names.iter().zip([None, Some("eu"), Some("us")]).enumerate()
+    for (position, (name, cluster)) in names.iter().zip([None, Some("eu"), Some("us")]).enumerate()
     {
         fleet.world.wait_operation_phase("fleet", name, OperationPhase::Running).await;
         for (later, phase, _) in &fleet.world.phases("fleet").await[position + 1..] {
@@ -369,18 +368,15 @@ async fn an_unreachable_cluster_holds_only_its_own_operations_until_their_timeou
     // At their timeout they fail, naming the cluster.
     let mut failed_us = Vec::new();
     for (apply, operation) in [("onward", "u1"), ("onward", "u2"), ("halting", "u")] {
-        let op = wait_for(
-            &format!("{apply}-{operation} to time out"),
-            Duration::from_secs(60),
-            || {
+        let op =
+            wait_for(&format!("{apply}-{operation} to time out"), Duration::from_secs(60), || {
                 let world = &fleet.world;
                 async move {
                     let op = world.operation(apply, operation).await;
                     (status_of(&op).phase == OperationPhase::Failed).then_some(op)
                 }
-            },
-        )
-        .await;
+            })
+            .await;
         let status = status_of(&op);
         assert_eq!(status.reason.as_deref(), Some("Timeout"), "{:?}", status.message);
         assert_says(&format!("{apply}-{operation}"), &message_of(&op), &["cluster `us`"]);
@@ -485,8 +481,13 @@ async fn unusable_registrations_fail_their_operation_naming_cluster_and_secret()
     fleet::put_secret(client, &ns, "hidden", &[("value", &kubeconfig)]).await;
     fleet::put_secret(client, &ns, "euyaml", &[("value.yaml", &kubeconfig)]).await;
     // `ghost` is readable but does not exist; `hidden` exists but is not readable.
-    fleet::allow_reading(client, &ns, DEPLOYER, &["eu", "us", "ghost", "blank", "garbled", "euyaml"])
-        .await;
+    fleet::allow_reading(
+        client,
+        &ns,
+        DEPLOYER,
+        &["eu", "us", "ghost", "blank", "garbled", "euyaml"],
+    )
+    .await;
     // A namespace on eu where deployer may do nothing.
     let bare = format!("{ns}-bare");
     let _bare = TestNamespace::create_named(&fleet.eu_client, &bare).await;
@@ -529,11 +530,13 @@ async fn unusable_registrations_fail_their_operation_naming_cluster_and_secret()
     ];
     for (name, cluster, target, _) in &cases {
         let manifest = deployment(&format!("web-{name}"));
-        let spec = fleet_spec(target, FailurePolicy::Halt, 1, "1m", vec![(
-            "only",
-            Some(cluster),
-            manifest,
-        )]);
+        let spec = fleet_spec(
+            target,
+            FailurePolicy::Halt,
+            1,
+            "1m",
+            vec![("only", Some(cluster), manifest)],
+        );
         fleet.world.create(name, spec).await;
     }
     // `value.yaml` is read when `value` is absent.
@@ -558,7 +561,8 @@ async fn unusable_registrations_fail_their_operation_naming_cluster_and_secret()
         }
         let apply_message = apply.status.map(|s| s.message).unwrap_or_default();
         if !apply_message.contains(pieces[0].as_str()) {
-            problems.push(format!("{name}: the Apply's message `{apply_message}` lacks the cluster"));
+            problems
+                .push(format!("{name}: the Apply's message `{apply_message}` lacks the cluster"));
         }
         // Nothing created anywhere.
         let found = fleet.deployment_in(&format!("web-{name}")).await;
