@@ -317,10 +317,13 @@ async fn run_baseline(
     specs: impl Fn(&str) -> Vec<(String, ApplySpec)>,
 ) -> Run {
     let ns = TestNamespace::create(client, prefix).await;
+    // The baseline writes Operation statuses as an administrator, which baton's admission
+    // policy refuses outside a break-glass namespace.
+    policy::break_glass(client, &ns.name).await;
     baseline_in(client, &ns, &BTreeMap::new(), specs).await
 }
 
-/// The baseline in `ns`: an operation targeting a registered cluster is applied with that
+/// The baseline in `ns` (break-glass, see [`run_baseline`]): an operation targeting a registered cluster is applied with that
 /// cluster's client in `remotes` (one client per cluster, as an administrator), in the namespace
 /// of the same name there.
 async fn baseline_in(
@@ -329,9 +332,6 @@ async fn baseline_in(
     remotes: &BTreeMap<String, Client>,
     specs: impl Fn(&str) -> Vec<(String, ApplySpec)>,
 ) -> Run {
-    // The baseline writes Operation statuses as an administrator, which baton's admission
-    // policy refuses outside a break-glass namespace.
-    policy::break_glass(client, &ns.name).await;
     let specs = specs(&ns.name);
     let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
     let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
@@ -887,6 +887,8 @@ async fn fleet(client: &Client, sizes: Sizes) -> (Row, PerCluster, PerCluster) {
 
     // The baseline: the same namespaces on every cluster, one client per cluster.
     let base = TestNamespace::create(client, "base-fleet").await;
+    // As in run_baseline: Operation statuses written by an administrator need break-glass.
+    policy::break_glass(client, &base.name).await;
     let mut remotes = BTreeMap::new();
     for (name, remote) in clients.iter().skip(1) {
         drop(TestNamespace::create_named(remote, &base.name).await);
