@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: a cluster (the one KUBECONFIG points at, or else a local one with fake nodes; set
 # BATON_DEMO_LOCAL=1 to use the local one anyway), baton's CRDs, the operator, and the samples in config/samples/
-# run to their end: one succeeds, one fails and is dismissed, one is stopped and resumed.
+# run to their end: one succeeds, one fails and is dismissed, one is stopped and resumed, and one
+# rolls out over three clusters: the local one and two workload clusters started beside it (`eu`
+# and `us`), or, on your cluster, that same cluster registered under both names.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,12 +77,12 @@ wait_operation() { # <apply> <operation> <phase>
     kubectl wait -n "$ns" "operation/$1-$2" --for=jsonpath='{.status.phase}'="$3" --timeout=120s > /dev/null
 }
 
-say "1/3 greeting: a ConfigMap through dev, staging and prod"
+say "1/4 greeting: a ConfigMap through dev, staging and prod"
 kubectl apply -f config/samples/greeting.yaml
 wait_phase greeting Succeeded
 show
 
-say "2/3 migrate: the 'eu' target namespace does not exist, so its apply fails; onFailure: Pause"
+say "2/4 migrate: the 'eu' target namespace does not exist, so its apply fails; onFailure: Pause"
 kubectl apply -f config/samples/migrate.yaml
 wait_phase migrate Paused
 show
@@ -99,7 +101,7 @@ pods_running() { # <namespace> <selector> <count>
     done
 }
 
-say "3/3 web: stopped while its Deployment rolls out, then resumed; then a smoke-test Job"
+say "3/4 web: stopped while its Deployment rolls out, then resumed; then a smoke-test Job"
 kubectl apply -f config/samples/web.yaml
 wait_operation web deploy Running
 pods_running demo-web app=web 3
@@ -134,12 +136,78 @@ kubectl get configmaps -n demo-prod flags-prod -o jsonpath='{.data}{"\n"}'
 say "what happened to 'web', as Events"
 kubectl get events -n "$ns" --field-selector involvedObject.name=web \
     -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.metadata.creationTimestamp
+
+# A cluster is registered as a Secret in the Apply's namespace whose key `value` holds a
+# kubeconfig (Flux's convention). Locally, each workload cluster gets an identity that may only
+# impersonate (config/samples/fleet-cluster.yaml) and a token for it; on your cluster, your own
+# kubeconfig registers that same cluster under both names, so the demo runs anywhere.
+fleet_dir="$(mktemp -d "${TMPDIR:-/tmp}/baton-demo-fleet.XXXXXX")"
+cleanup+=("rm -rf '$fleet_dir'")
+declare -A cluster_kubeconfig
+if ((local_cluster)); then
+    say "4/4 fleet: starting two workload clusters, eu and us, beside the local one"
+    for name in eu us; do
+        cluster_state="$state-$name"
+        cleanup+=("bash '$root/e2e/control-plane/stop.sh' '$cluster_state'")
+        bash "$root/e2e/control-plane/start.sh" "$cluster_state" > /dev/null 2>&1 &
+        eval "start_$name=\$!"
+    done
+    for name in eu us; do
+        pid_var="start_$name"
+        wait "${!pid_var}" || {
+            echo "demo: workload cluster $name did not start (logs in $state-$name)" >&2
+            exit 1
+        }
+        admin="$state-$name/kubeconfig"
+        kubectl --kubeconfig "$admin" apply -f config/samples/fleet-cluster.yaml > /dev/null
+        kubectl --kubeconfig "$admin" create namespace "demo-fleet-$name" > /dev/null
+        token="$(kubectl --kubeconfig "$admin" create token baton-remote -n baton-system --duration=24h)"
+        server="$(kubectl --kubeconfig "$admin" config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+        file="$fleet_dir/$name.kubeconfig"
+        kubectl config --kubeconfig "$file" set-cluster "$name" --server "$server" \
+            --certificate-authority "$state-$name/pki/ca.crt" --embed-certs=true > /dev/null
+        kubectl config --kubeconfig "$file" set-credentials baton-remote --token "$token" > /dev/null
+        kubectl config --kubeconfig "$file" set-context "$name" --cluster "$name" --user baton-remote > /dev/null
+        kubectl config --kubeconfig "$file" use-context "$name" > /dev/null
+        cluster_kubeconfig[$name]="$admin"
+    done
+else
+    say "4/4 fleet: registering your cluster under the names eu and us"
+    kubectl config view --minify --flatten > "$fleet_dir/self.kubeconfig"
+    for name in eu us; do
+        cp "$fleet_dir/self.kubeconfig" "$fleet_dir/$name.kubeconfig"
+        kubectl create namespace "demo-fleet-$name" --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+        cluster_kubeconfig[$name]="$KUBECONFIG"
+    done
+fi
+for name in eu us; do
+    echo "kubectl create secret generic $name -n $ns --from-file=value=$name.kubeconfig"
+    kubectl delete secret "$name" -n "$ns" --ignore-not-found > /dev/null
+    kubectl create secret generic "$name" -n "$ns" --from-file=value="$fleet_dir/$name.kubeconfig" > /dev/null
+done
+
+say "fleet: the same Deployment through dev, eu and us, one cluster at a time; stopped while eu rolls out"
+kubectl apply -f config/samples/fleet.yaml
+wait_operation fleet eu Running
+kubectl baton stop fleet -n "$ns"
+wait_phase fleet Stopped
+kubectl get operations -n "$ns" -l baton.dev/apply=fleet
+say "resumed: eu goes on, then us"
+kubectl baton resume fleet -n "$ns"
+wait_phase fleet Succeeded
+kubectl get operations -n "$ns" -l baton.dev/apply=fleet
+say "each cluster has its own Deployment, rolled out"
+kubectl get deployment web -n demo-fleet-dev
+for name in eu us; do
+    echo "--- $name"
+    kubectl --kubeconfig "${cluster_kubeconfig[$name]}" get deployment web -n "demo-fleet-$name"
+done
 if [[ "${BATON_DEMO_KEEP:-0}" == "1" ]]; then
     trap - EXIT
     say "every sample settled; the cluster and the operator keep running (BATON_DEMO_KEEP=1):"
     echo "  export KUBECONFIG=$KUBECONFIG PATH=$root/target/debug:\$PATH"
     echo "  kubectl baton status web -n $ns"
-    echo "  stop everything: kill $operator_pid${state:+; bash e2e/control-plane/stop.sh $state}"
+    echo "  stop everything: kill $operator_pid${state:+; for s in $state $state-eu $state-us; do bash e2e/control-plane/stop.sh \$s; done}"
     exit 0
 fi
 say "every sample settled; stopping"

@@ -8,6 +8,7 @@
 //! (it needs kwok with `e2e/control-plane/kwok/stages.yaml` for the workload tests).
 
 pub mod argocd;
+pub mod fleet;
 pub mod kstatus;
 pub mod pods;
 pub mod policy;
@@ -78,10 +79,27 @@ fn start_control_plane() -> ClusterHandle {
         .stderr(Stdio::inherit())
         .status()
         .expect("running e2e/control-plane/start.sh");
+    watch_over(&state);
+    assert!(
+        status.success(),
+        "the local control plane did not start; logs are in {}",
+        state.display()
+    );
+    ClusterHandle {
+        kubeconfig: state.join("kubeconfig"),
+        operator_kubeconfig: Some(state.join("kubeconfig-baton")),
+        state: Some(state),
+    }
+}
+
+/// Arranges for the control plane in `state` to be stopped when this process exits, however it
+/// exits: a detached watchdog waits for our pid to go away and then runs `stop.sh`, so a failed
+/// or interrupted run leaves no process behind.
+pub fn watch_over(state: &Path) {
     let watchdog = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash '{stop}' '{state}'",
         pid = std::process::id(),
-        stop = scripts.join("stop.sh").display(),
+        stop = repo_root().join("e2e/control-plane/stop.sh").display(),
         state = state.display(),
     );
     // Never waited for: the watchdog must outlive this process to clean up after it.
@@ -93,16 +111,6 @@ fn start_control_plane() -> ClusterHandle {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting the control-plane watchdog");
-    assert!(
-        status.success(),
-        "the local control plane did not start; logs are in {}",
-        state.display()
-    );
-    ClusterHandle {
-        kubeconfig: state.join("kubeconfig"),
-        operator_kubeconfig: Some(state.join("kubeconfig-baton")),
-        state: Some(state),
-    }
 }
 
 /// A client for a kubeconfig file.
@@ -532,44 +540,90 @@ pub fn kubectl_baton(args: &[&str]) -> std::process::Output {
 /// harness did not start.
 pub async fn restart_apiserver(pause: std::time::Duration) -> bool {
     let Some(state) = cluster().state.clone() else { return false };
-    let pid_file = state.join("kube-apiserver.pid");
-    let pid = std::fs::read_to_string(&pid_file).expect("kube-apiserver.pid").trim().to_owned();
-    let cmdline =
-        std::fs::read(format!("/proc/{pid}/cmdline")).expect("the kube-apiserver command line");
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let killed = Command::new("kill").arg(&pid).status().expect("kill runs");
-    assert!(killed.success(), "stopping kube-apiserver {pid}");
-    let gone = std::path::Path::new("/proc").join(&pid);
-    for _ in 0..200 {
-        if !gone.exists() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let stopped = StoppedApiserver::stop(&state).await;
     tokio::time::sleep(pause).await;
-    let log = state.join("kube-apiserver.log");
-    let started = Command::new("bash")
-        .args(["-c", "setsid \"$@\" >> \"$LOG\" 2>&1 < /dev/null & echo $!", "restart"])
-        .args(&args)
-        .env("LOG", &log)
-        .output()
-        .expect("restarting kube-apiserver");
-    let new_pid = String::from_utf8_lossy(&started.stdout).trim().to_owned();
-    std::fs::write(&pid_file, format!("{new_pid}\n")).expect("recording the new pid");
-    let mut pids = std::fs::read_to_string(state.join("pids")).unwrap_or_default();
-    pids.push_str(&format!("{new_pid}\n"));
-    std::fs::write(state.join("pids"), pids).expect("recording the new pid");
-    let client = client_for(&cluster().kubeconfig).await;
-    wait_for("kube-apiserver to serve again", std::time::Duration::from_secs(60), || {
-        let client = client.clone();
-        async move { client.apiserver_version().await.ok().map(|_| ()) }
-    })
-    .await;
+    stopped.start(&cluster().kubeconfig).await;
     true
+}
+
+/// A kube-apiserver the harness stopped, with what it needs to start it again: the same
+/// command line, so the same port, certificates and etcd. Dropped without
+/// [`StoppedApiserver::start`] (a test that failed during the outage), it starts the API server
+/// again all the same, so no later test of the cluster finds it gone.
+#[must_use = "an API server left stopped fails every later test of its cluster"]
+pub struct StoppedApiserver {
+    state: PathBuf,
+    args: Vec<String>,
+    started: bool,
+}
+
+impl StoppedApiserver {
+    /// Stops the kube-apiserver of the control plane in `state` (SIGTERM, then SIGKILL if it is
+    /// still draining requests after 10 s) and waits until it is gone.
+    pub async fn stop(state: &Path) -> StoppedApiserver {
+        let pid_file = state.join("kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file).expect("kube-apiserver.pid").trim().to_owned();
+        let cmdline =
+            std::fs::read(format!("/proc/{pid}/cmdline")).expect("the kube-apiserver command line");
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let gone = std::path::Path::new("/proc").join(&pid);
+        for signal in ["-TERM", "-KILL"] {
+            if !gone.exists() {
+                break;
+            }
+            // A failure here means it exited between the check and the signal.
+            let _ = Command::new("kill").args([signal, &pid]).status().expect("kill runs");
+            for _ in 0..200 {
+                if !gone.exists() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        assert!(!gone.exists(), "kube-apiserver {pid} did not exit after SIGKILL");
+        StoppedApiserver { state: state.to_owned(), args, started: false }
+    }
+
+    /// Launches the API server again, recording its pid so `stop.sh` and the watchdog stop it.
+    fn launch(&mut self) {
+        if std::mem::replace(&mut self.started, true) {
+            return;
+        }
+        let pid_file = self.state.join("kube-apiserver.pid");
+        let log = self.state.join("kube-apiserver.log");
+        let started = Command::new("bash")
+            .args(["-c", "setsid \"$@\" >> \"$LOG\" 2>&1 < /dev/null & echo $!", "restart"])
+            .args(&self.args)
+            .env("LOG", &log)
+            .output()
+            .expect("restarting kube-apiserver");
+        let new_pid = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+        std::fs::write(&pid_file, format!("{new_pid}\n")).expect("recording the new pid");
+        let mut pids = std::fs::read_to_string(self.state.join("pids")).unwrap_or_default();
+        pids.push_str(&format!("{new_pid}\n"));
+        std::fs::write(self.state.join("pids"), pids).expect("recording the new pid");
+    }
+
+    /// Starts it again and waits until it serves `kubeconfig`'s requests.
+    pub async fn start(mut self, kubeconfig: &Path) {
+        self.launch();
+        let client = client_for(kubeconfig).await;
+        wait_for("kube-apiserver to serve again", std::time::Duration::from_secs(60), || {
+            let client = client.clone();
+            async move { client.apiserver_version().await.ok().map(|_| ()) }
+        })
+        .await;
+    }
+}
+
+impl Drop for StoppedApiserver {
+    fn drop(&mut self) {
+        self.launch();
+    }
 }
 
 impl Operator {

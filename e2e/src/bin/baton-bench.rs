@@ -7,7 +7,8 @@
 //! after each run, so they include everything each side sent.
 //!
 //! Run: `cargo run --release -p baton-e2e --bin baton-bench`. `BATON_BENCH_ONLY=throughput,
-//! fan-in,stop,verdict,scale` picks scenarios, `BATON_BENCH_PROFILE=short` runs small sizes
+//! fan-in,stop,verdict,fleet,scale` picks scenarios (`fleet` starts two workload clusters beside
+//! the management one and counts each API server's requests), `BATON_BENCH_PROFILE=short` runs small sizes
 //! (what CI runs), `BATON_BENCH_SCALE_APPLIES` / `BATON_BENCH_IDLE_SECONDS` size the scale
 //! scenario, `BATON_BENCH_LOG` sets the operator's `RUST_LOG`.
 
@@ -20,7 +21,7 @@ use baton::crd::{
     OperationStatus, Target,
 };
 use baton::lifecycle::{ApplyFacts, Child, Idempotency, project};
-use baton_e2e::{Operator, TestNamespace, admin_client, http_get, pods, policy, wait_for};
+use baton_e2e::{Operator, TestNamespace, admin_client, fleet, http_get, pods, policy, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -50,6 +51,8 @@ struct Sizes {
     scale: usize,
     /// Seconds the scale scenario idles.
     idle: u64,
+    /// Applies of three operations, one per cluster, for the fleet scenario.
+    fleet: usize,
 }
 
 impl Sizes {
@@ -62,8 +65,24 @@ impl Sizes {
             std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
         };
         let (full, small) = (
-            Sizes { throughput: 500, fan_in: 200, stop: 500, verdict: 200, scale: 2000, idle: 60 },
-            Sizes { throughput: 60, fan_in: 20, stop: 40, verdict: 40, scale: 40, idle: 3 },
+            Sizes {
+                throughput: 500,
+                fan_in: 200,
+                stop: 500,
+                verdict: 200,
+                scale: 2000,
+                idle: 60,
+                fleet: 100,
+            },
+            Sizes {
+                throughput: 60,
+                fan_in: 20,
+                stop: 40,
+                verdict: 40,
+                scale: 40,
+                idle: 3,
+                fleet: 5,
+            },
         );
         let sizes = if short { small } else { full };
         Sizes {
@@ -309,6 +328,18 @@ async fn run_baseline(
     // The baseline writes Operation statuses as an administrator, which baton's admission
     // policy refuses outside a break-glass namespace.
     policy::break_glass(client, &ns.name).await;
+    baseline_in(client, &ns, &BTreeMap::new(), specs).await
+}
+
+/// The baseline in `ns` (break-glass, see [`run_baseline`]): an operation targeting a registered cluster is applied with that
+/// cluster's client in `remotes` (one client per cluster, as an administrator), in the namespace
+/// of the same name there.
+async fn baseline_in(
+    client: &Client,
+    ns: &TestNamespace,
+    remotes: &BTreeMap<String, Client>,
+    specs: impl Fn(&str) -> Vec<(String, ApplySpec)>,
+) -> Run {
     let specs = specs(&ns.name);
     let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
     let operations: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
@@ -336,8 +367,12 @@ async fn run_baseline(
                 let window = usize::try_from(spec.max_concurrent).unwrap_or(1);
                 futures::stream::iter(ops)
                     .for_each_concurrent(window, |mut op| {
-                        let (operations, client, namespace) =
-                            (operations.clone(), client.clone(), namespace.clone());
+                        let cluster = op.spec.target.cluster.clone();
+                        let client = match &cluster {
+                            Some(name) => remotes.get(name).expect("a client per cluster").clone(),
+                            None => client.clone(),
+                        };
+                        let (operations, namespace) = (operations.clone(), namespace.clone());
                         async move {
                             let now = Time(Timestamp::now());
                             let claim = Claim { holder: "baseline".into(), at: now.clone() };
@@ -369,7 +404,7 @@ async fn run_baseline(
                                     kind: "ConfigMap".into(),
                                     namespace: Some(namespace.clone()),
                                     name,
-                                    cluster: None,
+                                    cluster: cluster.clone(),
                                 });
                             }
                             let done = OperationStatus {
@@ -741,6 +776,164 @@ async fn scale(client: &Client, sizes: Sizes) {
     );
 }
 
+/// The workload clusters of the fleet scenario, beside the management cluster.
+const FLEET: [&str; 2] = ["eu", "us"];
+
+/// What each API server of the fleet counted during one side's run: `(cluster, run)`.
+type PerCluster = Vec<(String, Run)>;
+
+async fn scrape_fleet(clients: &[(String, Client)]) -> Vec<Counts> {
+    let mut counts = Vec::new();
+    for (_, client) in clients {
+        counts.push(scrape(client).await);
+    }
+    counts
+}
+
+fn fleet_delta(
+    clients: &[(String, Client)],
+    before: &[Counts],
+    after: &[Counts],
+    seconds: f64,
+) -> PerCluster {
+    clients
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|((name, _), (before, after))| (name.clone(), delta(before, after, seconds)))
+        .collect()
+}
+
+/// All of a fleet run's writes in one [`Run`], for the table.
+fn fleet_total(per_cluster: &PerCluster) -> Run {
+    let mut total = Run::default();
+    for (cluster, run) in per_cluster {
+        total.seconds = run.seconds;
+        total.reads += run.reads;
+        for (kind, count) in &run.writes {
+            let kind = if cluster == "dev" { kind.clone() } else { format!("{cluster}:{kind}") };
+            *total.writes.entry(kind).or_default() += count;
+        }
+    }
+    total
+}
+
+/// Applies of three operations: a ConfigMap in dev (the management cluster), then in `eu`,
+/// then in `us`, in `namespace` of each.
+fn fleet_specs(namespace: &str, count: usize) -> Vec<(String, ApplySpec)> {
+    (0..count)
+        .map(|index| {
+            let name = format!("fl{index}");
+            let mut spec = spec(namespace, FailurePolicy::Halt, 1, config_maps(&name, 3));
+            for (operation, cluster) in spec.operations.iter_mut().skip(1).zip(FLEET) {
+                operation.target.cluster = Some(cluster.to_owned());
+            }
+            (name, spec)
+        })
+        .collect()
+}
+
+/// Fleet: Applies over three clusters (the management one and two workload clusters, each its
+/// own control plane), baton against a baseline with one administrator client per cluster.
+/// Requests are counted by each API server.
+async fn fleet(client: &Client, sizes: Sizes) -> (Row, PerCluster, PerCluster) {
+    let count = sizes.fleet;
+    let rules = || {
+        vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            verbs: ["get", "list", "watch", "create", "update", "patch"].map(String::from).to_vec(),
+            ..PolicyRule::default()
+        }]
+    };
+    let mut clients = vec![("dev".to_owned(), client.clone())];
+    for name in FLEET {
+        clients.push((name.to_owned(), fleet::workload_cluster(name).admin().await));
+    }
+
+    // baton: the clusters registered as Secrets its deployer may read; deployer impersonated
+    // on each.
+    let (ns, operator) = baton_side(client, "bench-fleet").await;
+    for name in FLEET {
+        fleet::register(client, &ns.name, name, name).await;
+        let target = fleet::workload_cluster(name)
+            .target_namespace(&ns.name, &ns.name, DEPLOYER, rules())
+            .await;
+        // Kept: a benchmark's namespaces stay (see keep_namespaces).
+        drop(target);
+    }
+    fleet::allow_reading(client, &ns.name, DEPLOYER, &FLEET).await;
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let specs = fleet_specs(&ns.name, count);
+    let names: Vec<String> = specs.iter().map(|(name, _)| name.clone()).collect();
+    let before = scrape_fleet(&clients).await;
+    let started = Instant::now();
+    for (name, spec) in specs {
+        applies
+            .create(&PostParams::default(), &Apply::new(&name, spec))
+            .await
+            .expect("creating an Apply");
+    }
+    let pid = operator.pid();
+    let mut peak_rss = 0;
+    for name in &names {
+        loop {
+            peak_rss = peak_rss.max(rss_kib(pid));
+            if phase(&applies, name).await == Some(ApplyPhase::Succeeded) {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let baton = fleet_delta(&clients, &before, &scrape_fleet(&clients).await, seconds);
+    println!(
+        "\nfleet: operator RSS with 3 clusters (2 registered): {:.1} MiB at the end, {:.1} MiB peak (sampled every {}ms)",
+        rss_kib(pid) as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        POLL.as_millis()
+    );
+    drop(operator);
+
+    // The baseline: the same namespaces on every cluster, one client per cluster.
+    let base = TestNamespace::create(client, "base-fleet").await;
+    // As in run_baseline: Operation statuses written by an administrator need break-glass.
+    policy::break_glass(client, &base.name).await;
+    let mut remotes = BTreeMap::new();
+    for (name, remote) in clients.iter().skip(1) {
+        drop(TestNamespace::create_named(remote, &base.name).await);
+        remotes.insert(name.clone(), remote.clone());
+    }
+    let before = scrape_fleet(&clients).await;
+    let run = baseline_in(client, &base, &remotes, |ns| fleet_specs(ns, count)).await;
+    let baseline = fleet_delta(&clients, &before, &scrape_fleet(&clients).await, run.seconds);
+    let row = Row {
+        scenario: format!("fleet: {count} Applies x 3 ops (dev, eu, us)"),
+        operations: count * 3,
+        baton: fleet_total(&baton),
+        baseline: Some(fleet_total(&baseline)),
+    };
+    (row, baton, baseline)
+}
+
+fn print_fleet(baton: &PerCluster, baseline: &PerCluster) {
+    println!();
+    println!(
+        "| cluster | baton requests | baton writes | baton reads | baseline requests | baseline writes | baseline reads |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for ((cluster, ours), (_, theirs)) in baton.iter().zip(baseline) {
+        println!(
+            "| {cluster} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            ours.total_writes() + ours.reads,
+            ours.total_writes(),
+            ours.reads,
+            theirs.total_writes() + theirs.reads,
+            theirs.total_writes(),
+            theirs.reads
+        );
+    }
+}
+
 /// Whether a scenario runs: `BATON_BENCH_ONLY` names some (comma-separated), else all run.
 fn selected(scenario: &str) -> bool {
     std::env::var("BATON_BENCH_ONLY")
@@ -782,6 +975,12 @@ fn main() {
         }
         if selected("verdict") {
             print_table(&[failure_to_verdict(&client, sizes).await]);
+        }
+        if selected("fleet") {
+            let (row, baton, baseline) = fleet(&client, sizes).await;
+            print_header();
+            print_table(&[row]);
+            print_fleet(&baton, &baseline);
         }
         if selected("scale") {
             scale(&client, sizes).await;

@@ -30,6 +30,10 @@ struct Case {
     /// the test namespace when absent.
     #[serde(default)]
     target_namespace: Option<String>,
+    /// The operation's `target.cluster`: a registration Secret in the test namespace (made by
+    /// `existing`, or missing), which `deployer` may read; none when absent.
+    #[serde(default)]
+    target_cluster: Option<String>,
     /// Adds `data.blob` of this many bytes to the first manifest (kept out of the repository).
     #[serde(default)]
     huge_data_bytes: Option<usize>,
@@ -118,6 +122,9 @@ fn apply_of(name: &str, case: &Case, places: &Places) -> Value {
         Some(literal) => literal.to_owned(),
     };
     operation["target"] = json!({"namespace": target});
+    if let Some(cluster) = &case.target_cluster {
+        operation["target"]["cluster"] = json!(cluster);
+    }
     if let Some(bytes) = case.huge_data_bytes {
         let first = operation["manifests"][0]
             .as_object_mut()
@@ -227,6 +234,13 @@ async fn runtime_bad_input_fails_operations_with_the_expected_reason() {
         ..PolicyRule::default()
     });
     service_account_with_rules(&world.client, &ns, "service-deployer", rules).await;
+    // Registrations are read as the Apply's service account: deployer may read every one the
+    // cases name (service-deployer none).
+    let clusters: Vec<&str> =
+        cases.iter().filter_map(|(_, _, case)| case.target_cluster.as_deref()).collect();
+    if !clusters.is_empty() {
+        baton_e2e::fleet::allow_reading(&world.client, &ns, DEPLOYER, &clusters).await;
+    }
 
     // Every case's Apply up front, then the healthy one alongside; then wait for them all.
     let applies: Api<DynamicObject> =

@@ -19,9 +19,10 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use super::support::{
-    World, all_operations, check_single_attempts, config_map, deployment, deployment_with,
-    failing_job, held_deployment, spec,
+    DEPLOYER, World, all_operations, check_single_attempts, config_map, deployer_rules, deployment,
+    deployment_with, failing_job, held_deployment, spec,
 };
+use k8s_openapi::api::apps::v1::Deployment;
 
 /// A small deterministic generator: the suite is random in shape, repeatable in outcome checks.
 struct Lcg(u64);
@@ -41,9 +42,23 @@ struct Planned {
     stop: bool,
 }
 
+/// The registered cluster some crash-loop steps target (see [`remote_step`]).
+const REMOTE: &str = "eu";
+
+/// Whether step `step` of Apply `index` targets [`REMOTE`]: the fourth step (a Deployment) of
+/// every fifth Apply, so every policy and every kind of Apply has remote steps.
+fn remote_step(index: usize, step: usize) -> bool {
+    index.is_multiple_of(5) && step == 3
+}
+
 /// Builds the crash loop's Applies: five operations each, the three policies in turn, some with
-/// a failing Job, some stopped while an operation is stuck running.
-fn crash_loop_plan(namespace: &str, count: usize) -> Vec<(Planned, baton::crd::ApplySpec)> {
+/// a failing Job, some stopped while an operation is stuck running, some with a step on a
+/// registered cluster when `remote` (see [`remote_step`]).
+fn crash_loop_plan(
+    namespace: &str,
+    count: usize,
+    remote: bool,
+) -> Vec<(Planned, baton::crd::ApplySpec)> {
     let policies = [FailurePolicy::Halt, FailurePolicy::Pause, FailurePolicy::Continue];
     (0..count)
         .map(|index| {
@@ -72,10 +87,13 @@ fn crash_loop_plan(namespace: &str, count: usize) -> Vec<(Planned, baton::crd::A
                 (3, _) => ApplyPhase::Stopped,
                 _ => ApplyPhase::Succeeded,
             };
-            (
-                Planned { name, expected, stop: kind == 3 },
-                spec(namespace, policy, 1 + (index % 2) as u32, ops),
-            )
+            let mut spec = spec(namespace, policy, 1 + (index % 2) as u32, ops);
+            for (step, operation) in spec.operations.iter_mut().enumerate() {
+                if remote && remote_step(index, step) {
+                    operation.target.cluster = Some(REMOTE.to_owned());
+                }
+            }
+            (Planned { name, expected, stop: kind == 3 }, spec)
         })
         .collect()
 }
@@ -84,7 +102,21 @@ fn crash_loop_plan(namespace: &str, count: usize) -> Vec<(Planned, baton::crd::A
 async fn crash_loop_keeps_every_rollout_on_its_predicted_course() {
     let mut world = World::new("crashloop").await;
     let ns = world.ns.name.clone();
-    let plan = crash_loop_plan(&ns, 20);
+    // Some steps run on a registered cluster (unless the tests run on an existing cluster,
+    // where the harness starts none).
+    let remote = baton_e2e::fleet::available().then(|| baton_e2e::fleet::workload_cluster(REMOTE));
+    let _remote_access = match remote {
+        Some(cluster) => Some(cluster.shared().await),
+        None => None,
+    };
+    let mut _remote_namespace = None;
+    if let Some(cluster) = remote {
+        baton_e2e::fleet::register(&world.client, &ns, REMOTE, REMOTE).await;
+        baton_e2e::fleet::allow_reading(&world.client, &ns, DEPLOYER, &[REMOTE]).await;
+        _remote_namespace =
+            Some(cluster.target_namespace(&ns, &ns, DEPLOYER, deployer_rules()).await);
+    }
+    let plan = crash_loop_plan(&ns, 20, remote.is_some());
     for (planned, spec) in &plan {
         world.create(&planned.name, spec.clone()).await;
     }
@@ -139,6 +171,37 @@ async fn crash_loop_keeps_every_rollout_on_its_predicted_course() {
     );
     assert!(running.is_empty(), "operations left Running after every Apply settled: {running:?}");
     assert!(attempts.is_empty(), "runs duplicated or abandoned:\n{}", attempts.join("\n"));
+    if let Some(cluster) = remote {
+        // Every step that succeeded put its Deployment in the cluster it named, and only there.
+        let here: Api<Deployment> = Api::namespaced(world.client.clone(), &ns);
+        let there: Api<Deployment> = Api::namespaced(cluster.admin().await, &ns);
+        let mut misplaced = Vec::new();
+        let mut remote_steps = 0;
+        for op in &operations {
+            let succeeded =
+                op.status.as_ref().is_some_and(|s| s.phase == OperationPhase::Succeeded);
+            let Some(name) = op.spec.manifests.first().and_then(|m| m["metadata"]["name"].as_str())
+            else {
+                continue;
+            };
+            let is_deployment = op.spec.manifests[0]["kind"] == "Deployment";
+            if !succeeded || !is_deployment {
+                continue;
+            }
+            let remote_target = op.spec.target.cluster.is_some();
+            remote_steps += usize::from(remote_target);
+            let (in_here, in_there) = (
+                here.get_opt(name).await.expect("reading the management cluster").is_some(),
+                there.get_opt(name).await.expect("reading the registered cluster").is_some(),
+            );
+            if (in_here, in_there) != (!remote_target, remote_target) {
+                misplaced.push(format!("{name}: management {in_here}, {REMOTE} {in_there}"));
+            }
+        }
+        println!("crash loop: {remote_steps} remote steps succeeded on `{REMOTE}`");
+        assert!(remote_steps >= 2, "the crash loop ran too few remote steps: {remote_steps}");
+        assert!(misplaced.is_empty(), "objects in the wrong cluster:\n{}", misplaced.join("\n"));
+    }
 }
 
 /// Samples every apply lease's holder, so writes can be checked against who held the lease.
