@@ -435,14 +435,7 @@ impl Operator {
     /// Like [`Operator::start`], with extra `baton run` flags.
     pub async fn start_with(client: &Client, namespace: &str, extra: &[&str]) -> Operator {
         let lease = TEST_LEASE_SECONDS.to_string();
-        let mut args = vec![
-            "--lease-duration-seconds",
-            &lease,
-            "--lease-grace-seconds",
-            "1",
-            "--health-poll-seconds",
-            "0.3",
-        ];
+        let mut args = vec!["--lease-duration-seconds", &lease, "--lease-grace-seconds", "1"];
         args.extend_from_slice(extra);
         Operator::start_plain(client, namespace, &args).await
     }

@@ -91,6 +91,7 @@ pub fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySp
         service_account_name: None,
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        health_checks: Vec::new(),
     }
 }
 

@@ -176,6 +176,7 @@ fn spec(namespace: &str, policy: FailurePolicy, max: u32, manifests: Vec<Value>)
         service_account_name: Some(DEPLOYER.to_owned()),
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        health_checks: Vec::new(),
     }
 }
 

@@ -261,6 +261,7 @@ pub fn spec(
         service_account_name: Some(DEPLOYER.to_owned()),
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        health_checks: Vec::new(),
     }
 }
 
