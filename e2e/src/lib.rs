@@ -421,8 +421,9 @@ pub struct Operator {
     pub admin: std::net::SocketAddr,
 }
 
-/// Timings that make failover quick in tests: a 3 s lease renewed 1 s before expiry, and
-/// health checked every 300 ms.
+/// Timings that make failover quick in tests: a 3 s lease renewed 1 s before expiry. Health
+/// keeps the operator's own default (watches, with a safety re-read each minute), so a test that
+/// sees a change within seconds sees it through a watch.
 pub const TEST_LEASE_SECONDS: u64 = 3;
 
 impl Operator {

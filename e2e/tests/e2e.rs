@@ -8,6 +8,7 @@ mod e2e {
     pub mod chart;
     pub mod control_plane;
     pub mod edges;
+    pub mod health;
     pub mod keys_and_deletion;
     pub mod kstatus;
     pub mod manifests;

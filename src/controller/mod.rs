@@ -37,7 +37,7 @@ use crate::{Error, Result, admin};
 /// How often lease managers of Applies that disappeared are stopped.
 const LEASE_SWEEP: Duration = Duration::from_secs(30);
 /// How often health watches nobody waits on are closed.
-const WATCH_SWEEP: Duration = Duration::from_secs(10);
+const WATCH_SWEEP: Duration = Duration::from_secs(5);
 
 /// How `baton run` is configured.
 #[derive(Clone, Debug)]

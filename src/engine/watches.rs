@@ -36,7 +36,7 @@ pub const MANAGED_LABEL: &str = "baton.dev/managed";
 pub const MANAGED_VALUE: &str = "true";
 /// How long a watch no run waits on is kept: a run that started it registers its interest at
 /// the end of its pass, and a watch is not stopped under it meanwhile.
-const IDLE_GRACE: Duration = Duration::from_secs(30);
+const IDLE_GRACE: Duration = Duration::from_secs(10);
 
 /// One shared watch: where, as whom, what.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -269,9 +269,12 @@ fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
     cache.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The object as the health rules read it, without what they never read.
-fn to_value(mut object: DynamicObject) -> Option<Arc<Value>> {
+/// The object as the health rules read it, without what they never read. Items of a list come
+/// without `apiVersion` and `kind`, which the rules go by: they are the watch's.
+fn to_value(key: &WatchKey, mut object: DynamicObject) -> Option<Arc<Value>> {
     object.metadata.managed_fields = None;
+    object.types =
+        Some(kube::api::TypeMeta { api_version: key.api_version.clone(), kind: key.kind.clone() });
     serde_json::to_value(object).ok().map(Arc::new)
 }
 
@@ -295,7 +298,8 @@ async fn run(
             }
             Ok(watcher::Event::InitApply(object)) => {
                 if let Some(name) = object.metadata.name.clone() {
-                    listing.insert(name, Known { object: to_value(object), at: Instant::now() });
+                    listing
+                        .insert(name, Known { object: to_value(&key, object), at: Instant::now() });
                 }
                 continue;
             }
@@ -316,7 +320,7 @@ async fn run(
             }
             Ok(watcher::Event::Apply(object)) => {
                 let Some(name) = object.metadata.name.clone() else { continue };
-                let known = Known { object: to_value(object), at: Instant::now() };
+                let known = Known { object: to_value(&key, object), at: Instant::now() };
                 lock(&cache).objects.insert(name.clone(), known);
                 shared.lock().interest.waiting_on(&key, &name)
             }
