@@ -10,6 +10,7 @@ mod e2e {
     pub mod edges;
     pub mod fleet;
     pub mod gates;
+    pub mod health;
     pub mod keys_and_deletion;
     pub mod kstatus;
     pub mod manifests;

@@ -54,6 +54,10 @@ pub const MAX_OPERATIONS: usize = 500;
         "rule": "has(self.idempotencyKey) == has(oldSelf.idempotencyKey)",
         "message": "spec.idempotencyKey is immutable: create a new Apply to roll out a different change",
     },
+    {
+        "rule": "has(self.healthChecks) == has(oldSelf.healthChecks)",
+        "message": "spec.healthChecks is immutable: create a new Apply to roll out a different change",
+    },
 ]))]
 pub struct ApplySpec {
     /// The ordered steps of the rollout, one per target; names are unique DNS labels.
@@ -126,6 +130,49 @@ pub struct ApplySpec {
     #[schemars(length(max = 500))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub approvals: Vec<String>,
+
+    /// How to read the health of kinds the built-in rules don't know: CEL expressions over the
+    /// object as `self`, by `apiVersion` and `kind` (Flux's `healthCheckExprs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["apiVersion", "kind"],
+        "x-kubernetes-validations" = [{
+            "rule": "self == oldSelf",
+            "message": "spec.healthChecks is immutable: create a new Apply to roll out a different change",
+        }],
+    ))]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// The health of one kind, as CEL expressions over the object as `self`: `failed` true is
+/// unhealthy, else `current` true is healthy, else the object is in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The apiVersion of the objects this check reads (`example.com/v1`).
+    #[schemars(length(min = 1, max = 253))]
+    pub api_version: String,
+
+    /// The kind of the objects this check reads.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+
+    /// True when the object reached its desired state.
+    #[schemars(length(min = 1, max = 2048))]
+    pub current: String,
+
+    /// True when the object failed for good; read before `current`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub failed: Option<String>,
+
+    /// True while the object converges; read after `failed` and `current`. When absent (or
+    /// false), an object neither failed nor current is in progress anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub in_progress: Option<String>,
 }
 
 fn default_max_concurrent() -> u32 {

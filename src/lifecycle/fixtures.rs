@@ -96,6 +96,7 @@ pub fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySp
         dedup_on: DedupOn::Success,
         max_failed: None,
         approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 

@@ -60,6 +60,7 @@ fn fleet_spec(
         dedup_on: DedupOn::Success,
         max_failed: None,
         approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 

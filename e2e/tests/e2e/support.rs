@@ -266,6 +266,7 @@ pub fn spec(
         dedup_on: DedupOn::Success,
         max_failed: None,
         approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 
