@@ -194,6 +194,14 @@ wait_phase fleet Stopped
 kubectl get operations -n "$ns" -l baton.dev/apply=fleet
 say "resumed: eu goes on, then us"
 kubectl baton resume fleet -n "$ns"
+tries=0
+until kubectl get apply fleet -n "$ns" -o jsonpath='{.status.conditions[?(@.type=="Reconciling")].reason}' 2> /dev/null | grep -q AwaitingApproval; do
+    ((++tries < 600)) || { kubectl baton status fleet -n "$ns"; exit 1; }
+    sleep 0.5
+done
+say "fleet: eu done, the last cluster waits for a person"
+kubectl baton status fleet -n "$ns"
+kubectl baton approve fleet us -n "$ns"
 wait_phase fleet Succeeded
 kubectl get operations -n "$ns" -l baton.dev/apply=fleet
 say "each cluster has its own Deployment, rolled out"

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use k8s_openapi::jiff::Timestamp;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use kube::{Api, Client, Config};
 
@@ -426,7 +426,15 @@ impl Engine {
                 kind: entry.kind.clone(),
                 namespace: entry.namespace.clone(),
             };
-            let (known, watch_error) = self.known(&key, &entry.name);
+            let (mut known, watch_error) = self.known(&key, &entry.name);
+            if known.is_none() {
+                // Stale (its watch may have stalled): one LIST re-reads everything the watch
+                // carries, so the safety re-read costs a request per watch, not per object.
+                let relisted = self.relist(&place, &key, &resource, &entry.name).await;
+                if self.note_outage(target.apply_namespace, &place, relisted).is_ok() {
+                    known = self.known(&key, &entry.name).0;
+                }
+            }
             let object = match known {
                 Some(object) => object,
                 None => {
@@ -510,6 +518,44 @@ impl Engine {
         let reread = self.watches.reread();
         let known = cache.objects.get(name).filter(|known| known.fresh(reread));
         (known.map(|known| known.object.clone()), cache.error.clone())
+    }
+
+    /// Re-reads the scope of the open watch `key` (what baton applied there) with one LIST, at
+    /// most once per tenth of the re-read interval; nothing when no watch is open (the object
+    /// is then read alone).
+    async fn relist(
+        &self,
+        place: &Place,
+        key: &WatchKey,
+        resource: &ApiResource,
+        wanted: &str,
+    ) -> Result<(), Failure> {
+        let Some(cache) = self.watches.cache(key) else { return Ok(()) };
+        let window = self.watches.reread() / 10;
+        if cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recently_relisted(window)
+        {
+            return Ok(());
+        }
+        let api: Api<DynamicObject> = match &key.namespace {
+            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, resource),
+            None => Api::all_with(place.client.clone(), resource),
+        };
+        let selector = format!("{MANAGED_LABEL}={MANAGED_VALUE}");
+        let listed =
+            api.list(&ListParams::default().labels(&selector)).await.map_err(|error| Failure {
+                message: format!("listing {} objects baton applied: {error}", key.kind),
+                transient: transient(&error),
+            })?;
+        let listed = listed
+            .items
+            .into_iter()
+            .filter_map(|object| {
+                let name = object.metadata.name.clone()?;
+                Some((name, watches::to_value(key, object)?))
+            })
+            .collect();
+        cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relisted(listed, wanted);
+        Ok(())
     }
 
     /// Keeps what a GET returned in the watch's cache, if one is open: until the watch brings

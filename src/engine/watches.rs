@@ -130,6 +130,30 @@ pub struct Cache {
     pub error: Option<String>,
     /// By object name.
     pub objects: HashMap<String, Known>,
+    /// When the safety re-read last listed everything this watch carries.
+    pub relisted: Option<Instant>,
+}
+
+impl Cache {
+    /// Takes in what one LIST of the watch's scope returned: every listed object is known now,
+    /// and every other one it knew of (and `wanted`) is known not to exist.
+    pub fn relisted(&mut self, listed: Vec<(String, Arc<Value>)>, wanted: &str) {
+        let now = Instant::now();
+        for known in self.objects.values_mut() {
+            *known = Known { object: None, at: now };
+        }
+        self.objects.insert(wanted.to_owned(), Known { object: None, at: now });
+        for (name, object) in listed {
+            self.objects.insert(name, Known { object: Some(object), at: now });
+        }
+        self.relisted = Some(now);
+    }
+
+    /// Whether a re-read of this watch's scope was made within `window`: another check that
+    /// finds a stale object then reads its cache, it does not list again.
+    pub fn recently_relisted(&self, window: Duration) -> bool {
+        self.relisted.is_some_and(|at| at.elapsed() < window)
+    }
 }
 
 struct Open {
@@ -271,7 +295,7 @@ fn lock(cache: &Mutex<Cache>) -> MutexGuard<'_, Cache> {
 
 /// The object as the health rules read it, without what they never read. Items of a list come
 /// without `apiVersion` and `kind`, which the rules go by: they are the watch's.
-fn to_value(key: &WatchKey, mut object: DynamicObject) -> Option<Arc<Value>> {
+pub fn to_value(key: &WatchKey, mut object: DynamicObject) -> Option<Arc<Value>> {
     object.metadata.managed_fields = None;
     object.types =
         Some(kube::api::TypeMeta { api_version: key.api_version.clone(), kind: key.kind.clone() });
@@ -352,6 +376,23 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_relist_refreshes_every_object_of_a_watch_and_learns_what_is_gone() {
+        let old = Instant::now() - Duration::from_secs(120);
+        let mut cache = Cache::default();
+        let stale = |object| Known { object, at: old };
+        cache.objects.insert("web".into(), stale(Some(Arc::new(Value::Null))));
+        cache.objects.insert("gone".into(), stale(Some(Arc::new(Value::Null))));
+        assert!(!cache.recently_relisted(Duration::from_secs(6)));
+        cache.relisted(vec![("web".into(), Arc::new(Value::Bool(true)))], "api");
+        let reread = Duration::from_secs(60);
+        assert!(cache.objects.values().all(|known| known.fresh(reread)), "all fresh at once");
+        assert!(cache.objects["web"].object.is_some());
+        assert!(cache.objects["gone"].object.is_none(), "not listed: deleted");
+        assert!(cache.objects["api"].object.is_none(), "the one asked for, not listed: deleted");
+        assert!(cache.recently_relisted(Duration::from_secs(6)), "the next check reads the cache");
+    }
 
     fn key(kind: &str, namespace: &str) -> WatchKey {
         WatchKey {
