@@ -361,7 +361,8 @@ impl Engine {
                     Api::all_with(client.clone(), &resource)
                 }
             };
-            api.patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&object))
+            let applied = api
+                .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&object))
                 .await
                 .map_err(|error| Failure {
                     message: describe_api_error(
@@ -372,6 +373,19 @@ impl Engine {
                     ),
                     transient: transient(&error),
                 })?;
+            // What the apply returned is newer than anything a watch said before it: a health
+            // check must not read the object's state from before this run (a Deployment
+            // rolled out by the previous change would pass for this one).
+            let key = WatchKey {
+                identity: place.identity.clone(),
+                cluster: place.cluster.clone(),
+                api_version: types.api_version.clone(),
+                kind: gvk.kind.clone(),
+                namespace: object.metadata.namespace.clone(),
+            };
+            if let Some(value) = watches::to_value(&key, applied) {
+                self.remember(&key, &name, Some(value));
+            }
             inventory.push(InventoryEntry {
                 api_version: types.api_version,
                 kind: gvk.kind.clone(),
@@ -427,7 +441,11 @@ impl Engine {
                 namespace: entry.namespace.clone(),
             };
             let (mut known, watch_error) = self.known(&key, &entry.name);
-            if known.is_none() {
+            if watch_error.is_some() && place.cluster.is_some() {
+                // A registered cluster's watch failing may be the cluster going away: read it,
+                // so an unreachable cluster is said so at once, not at the next re-read.
+                known = None;
+            } else if known.is_none() {
                 // Stale (its watch may have stalled): one LIST re-reads everything the watch
                 // carries, so the safety re-read costs a request per watch, not per object.
                 let relisted = self.relist(&place, &key, &resource, &entry.name).await;
@@ -493,16 +511,17 @@ impl Engine {
                 }
             }
         }
+        // Every object of a run is watched, the current ones too: health can go back, and a
+        // healthy run may still soak (a run that ends lets its watches close).
+        for (key, name, resource) in watched {
+            self.watches.open(&key, &place.watch_client, &resource);
+            wants.entry(key).or_default().insert(name);
+        }
         let Some(first) = waiting.first() else { return Check::settled(Health::Healthy) };
         let message = match waiting.len() - 1 {
             0 => first.clone(),
             more => format!("{first} (and {more} more)"),
         };
-        // Every object of a waiting run is watched, the current ones too: health can go back.
-        for (key, name, resource) in watched {
-            self.watches.open(&key, &place.watch_client, &resource);
-            wants.entry(key).or_default().insert(name);
-        }
         Check { health: Health::Waiting(message), retry_soon }
     }
 

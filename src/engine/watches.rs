@@ -149,6 +149,20 @@ impl Cache {
         self.relisted = Some(now);
     }
 
+    /// Takes in what a watch event says of `name`, unless the object known already is of a
+    /// later generation: an event that lags behind baton's own apply (whose answer is in the
+    /// cache) must not bring back the state of before it.
+    pub fn learn(&mut self, name: &str, known: Known) {
+        let generation = |known: &Known| {
+            known.object.as_ref().and_then(|o| o["metadata"]["generation"].as_i64()).unwrap_or(0)
+        };
+        let newer =
+            self.objects.get(name).is_some_and(|cached| generation(cached) > generation(&known));
+        if !newer {
+            self.objects.insert(name.to_owned(), known);
+        }
+    }
+
     /// Whether a re-read of this watch's scope was made within `window`: another check that
     /// finds a stale object then reads its cache, it does not list again.
     pub fn recently_relisted(&self, window: Duration) -> bool {
@@ -345,7 +359,7 @@ async fn run(
             Ok(watcher::Event::Apply(object)) => {
                 let Some(name) = object.metadata.name.clone() else { continue };
                 let known = Known { object: to_value(&key, object), at: Instant::now() };
-                lock(&cache).objects.insert(name.clone(), known);
+                lock(&cache).learn(&name, known);
                 shared.lock().interest.waiting_on(&key, &name)
             }
             Ok(watcher::Event::Delete(object)) => {
@@ -392,6 +406,26 @@ mod tests {
         assert!(cache.objects["gone"].object.is_none(), "not listed: deleted");
         assert!(cache.objects["api"].object.is_none(), "the one asked for, not listed: deleted");
         assert!(cache.recently_relisted(Duration::from_secs(6)), "the next check reads the cache");
+    }
+
+    #[test]
+    fn a_lagging_event_never_brings_back_an_earlier_generation() {
+        let at = |generation: i64| Known {
+            object: Some(Arc::new(serde_json::json!({"metadata": {"generation": generation}}))),
+            at: Instant::now(),
+        };
+        let mut cache = Cache::default();
+        cache.learn("web", at(2));
+        cache.learn("web", at(1));
+        assert_eq!(
+            cache.objects["web"].object.as_ref().map(|o| o["metadata"]["generation"].clone()),
+            Some(serde_json::json!(2))
+        );
+        cache.learn("web", at(3));
+        assert_eq!(
+            cache.objects["web"].object.as_ref().map(|o| o["metadata"]["generation"].clone()),
+            Some(serde_json::json!(3))
+        );
     }
 
     fn key(kind: &str, namespace: &str) -> WatchKey {
