@@ -120,6 +120,19 @@ show
 say "the pods once the rollout settled: the Deployment's are ready, the Job's completed"
 kubectl get deployments,jobs,pods -n demo-web -o wide
 
+say "rings: one template, a value per ring; the canary soaks 5s, prod waits for an approval"
+kubectl apply -f config/samples/rings.yaml
+tries=0
+until kubectl get apply rings -n "$ns" -o jsonpath='{.status.conditions[?(@.type=="Reconciling")].reason}' 2> /dev/null | grep -q AwaitingApproval; do
+    ((++tries < 240)) || { kubectl baton status rings -n "$ns"; exit 1; }
+    sleep 0.5
+done
+kubectl baton status rings -n "$ns"
+kubectl baton approve rings prod -n "$ns"
+wait_phase rings Succeeded
+show
+kubectl get configmaps -n demo-prod flags-prod -o jsonpath='{.data}{"\n"}'
+
 say "what happened to 'web', as Events"
 kubectl get events -n "$ns" --field-selector involvedObject.name=web \
     -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.metadata.creationTimestamp
@@ -181,6 +194,14 @@ wait_phase fleet Stopped
 kubectl get operations -n "$ns" -l baton.dev/apply=fleet
 say "resumed: eu goes on, then us"
 kubectl baton resume fleet -n "$ns"
+tries=0
+until kubectl get apply fleet -n "$ns" -o jsonpath='{.status.conditions[?(@.type=="Reconciling")].reason}' 2> /dev/null | grep -q AwaitingApproval; do
+    ((++tries < 600)) || { kubectl baton status fleet -n "$ns"; exit 1; }
+    sleep 0.5
+done
+say "fleet: eu done, the last cluster waits for a person"
+kubectl baton status fleet -n "$ns"
+kubectl baton approve fleet us -n "$ns"
 wait_phase fleet Succeeded
 kubectl get operations -n "$ns" -l baton.dev/apply=fleet
 say "each target has its own Deployment, rolled out (kubectl get deployment web, on each cluster)"

@@ -33,9 +33,10 @@ struct RunArgs {
     /// Service account impersonated for Applies that set no `serviceAccountName`.
     #[arg(long, env = "BATON_DEFAULT_SERVICE_ACCOUNT", default_value = "default")]
     default_service_account: String,
-    /// How often the health of running operations is checked, in seconds.
-    #[arg(long, env = "BATON_HEALTH_POLL_SECONDS", default_value_t = 0.5)]
-    health_poll_seconds: f64,
+    /// Health comes from watches; this is how long, in seconds, an awaited object is trusted
+    /// without news before it is read again (in case its watch stalled silently).
+    #[arg(long, env = "BATON_HEALTH_REREAD_SECONDS", default_value_t = 60.0)]
+    health_reread_seconds: f64,
     /// Apply lease duration, in seconds: how long a crashed replica's Applies wait for a successor.
     #[arg(long, env = "BATON_LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
@@ -77,9 +78,9 @@ fn run(args: RunArgs) -> Result<()> {
         namespace: args.namespace,
         identity: baton::controller::replica_identity(),
         default_service_account: args.default_service_account,
-        health_poll_interval: std::time::Duration::try_from_secs_f64(args.health_poll_seconds)
-            .unwrap_or(std::time::Duration::from_secs(1))
-            .clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(3600)),
+        health_reread_interval: std::time::Duration::try_from_secs_f64(args.health_reread_seconds)
+            .unwrap_or(std::time::Duration::from_secs(60))
+            .clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(3600)),
         lease: baton::lease::LeaseTiming {
             duration: std::time::Duration::from_secs(args.lease_duration_seconds.max(2)),
             grace: std::time::Duration::from_secs(

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub lease_acquisitions: Counter,
     /// Apply leases this replica lost or released.
     pub lease_losses: Counter,
+    /// Health watches open (see `engine::watches`).
+    pub health_watches: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,6 +75,7 @@ impl Default for Metrics {
             claims_lost: Counter::default(),
             lease_acquisitions: Counter::default(),
             lease_losses: Counter::default(),
+            health_watches: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles started", metrics.reconciles.clone());
@@ -103,6 +106,11 @@ impl Default for Metrics {
             "lease_losses",
             "Apply leases lost or released",
             metrics.lease_losses.clone(),
+        );
+        registry.register(
+            "health_watches",
+            "Watches open on applied objects that running operations wait on",
+            metrics.health_watches.clone(),
         );
         Metrics { registry, ..metrics }
     }

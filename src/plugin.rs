@@ -13,7 +13,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation};
+use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation, OperationPhase, OperationStatus};
 use crate::{Error, Result};
 
 /// Field manager of the plugin's patches.
@@ -82,6 +82,40 @@ impl Plugin {
         line(out, format!("apply/{name}: resumed; stopped operations go back to Pending"))
     }
 
+    /// `approve NAME OPERATION`: adds the operation to `spec.approvals`, guarded by the
+    /// resourceVersion read, so an approval written meanwhile by someone else is never lost.
+    pub async fn approve(&self, name: &str, operation: &str, out: &mut impl Write) -> Result<()> {
+        let apply = self.get(name).await?;
+        let entry = apply.spec.operations.iter().find(|entry| entry.name == operation);
+        let Some(entry) = entry else {
+            return Err(Error::NotFound(format!("apply `{name}` has no operation `{operation}`")));
+        };
+        if entry.approval.is_none() {
+            return Err(Error::Conflict(format!(
+                "operation `{operation}` of apply `{name}` needs no approval"
+            )));
+        }
+        if apply.spec.approvals.iter().any(|approved| approved == operation) {
+            return line(out, format!("apply/{name}: operation `{operation}` is already approved"));
+        }
+        let mut approvals = apply.spec.approvals.clone();
+        approvals.push(operation.to_owned());
+        // The resourceVersion read makes the patch fail, not overwrite, if the list changed.
+        let patch = json!({
+            "metadata": {"resourceVersion": apply.metadata.resource_version},
+            "spec": {"approvals": approvals},
+        });
+        let params =
+            PatchParams { field_manager: Some(PLUGIN_MANAGER.into()), ..PatchParams::default() };
+        self.applies.patch(name, &params, &Patch::Merge(patch)).await.map_err(|source| {
+            Error::Kube {
+                context: format!("approving operation `{operation}` of apply `{name}`"),
+                source,
+            }
+        })?;
+        line(out, format!("apply/{name}: operation `{operation}` approved"))
+    }
+
     /// `dismiss NAME`: dismisses the current error by its id, read from the status.
     pub async fn dismiss(&self, name: &str, out: &mut impl Write) -> Result<()> {
         let apply = self.get(name).await?;
@@ -124,18 +158,25 @@ impl Plugin {
             ),
         )?;
         let width = operations.iter().map(|op| op.spec.name.len()).max().unwrap_or(0);
+        let target = |op: &Operation| match &op.spec.target.cluster {
+            Some(cluster) => format!("{cluster}/{}", op.spec.target.namespace),
+            None => op.spec.target.namespace.clone(),
+        };
+        let target_width = operations.iter().map(|op| target(op).len()).max().unwrap_or(0);
         for (position, op) in operations.iter().enumerate() {
             let branch = if position + 1 == operations.len() { "└─" } else { "├─" };
             let op_status = op.status.clone().unwrap_or_default();
             line(
                 out,
                 format!(
-                    "{branch} {:width$}  {:9}  attempt {}  {:>6}  {}",
+                    "{branch} {:width$}  {:target_width$}  {:9}  attempt {}  {:>6}  {}",
                     op.spec.name,
+                    target(op),
                     op_status.phase.as_str(),
                     op_status.attempt,
                     age(op_status.started_at.as_ref(), now),
-                    op_status.message.unwrap_or_default(),
+                    gate_note(&apply, op, &op_status)
+                        .unwrap_or(op_status.message.clone().unwrap_or_default()),
                 ),
             )?;
         }
@@ -194,6 +235,20 @@ impl Plugin {
             tokio::time::sleep(WATCH_INTERVAL).await;
         }
     }
+}
+
+/// What an operation's gate says, when it says more than its message: it awaits an approval.
+fn gate_note(apply: &Apply, op: &Operation, status: &OperationStatus) -> Option<String> {
+    let waiting = status.phase == OperationPhase::Pending
+        && op.spec.approval.is_some()
+        && !apply.spec.approvals.contains(&op.spec.name);
+    waiting.then(|| {
+        format!(
+            "awaits approval: kubectl baton approve {} {}",
+            apply.metadata.name.clone().unwrap_or_default(),
+            op.spec.name
+        )
+    })
 }
 
 fn age(since: Option<&Time>, now: Timestamp) -> String {

@@ -3,6 +3,7 @@
 -- baton writes the status as a pure projection of the Apply's operations, so the health
 -- follows status.phase alone, once the status describes the current generation:
 --   no status or phase yet, observedGeneration behind   -> Progressing
+--   Running and waiting for an approval                 -> Suspended (a person must act)
 --   Pending, Running (Degraded=True included)           -> Progressing
 --   Succeeded, Skipped                                  -> Healthy
 --   Failed                                              -> Degraded
@@ -53,6 +54,11 @@ local phase = status.phase
 if phase == "Pending" then
   hs.status = "Progressing"
   hs.message = text(status.message, "waiting to start")
+elseif phase == "Running" and (condition(status, "Reconciling") or {}).reason == "AwaitingApproval" then
+  -- The window waits at an operation whose approval is required: like a paused rollout in
+  -- Argo Rollouts, it needs a person (kubectl baton approve).
+  hs.status = "Suspended"
+  hs.message = text(status.message, "waiting for an approval")
 elseif phase == "Running" then
   -- Degraded=True while Running: an operation failed and the rollout goes on (onFailure:
   -- Continue, or siblings finishing before it stops). Argo CD has no "degraded but still

@@ -32,6 +32,7 @@ fn projected(
             finalizer: false,
             operations_created: false,
             idempotency,
+            approvers: Default::default(),
         },
         &children(statuses),
     );
@@ -261,4 +262,13 @@ fn argocd_cm_embeds_health_lua_verbatim() {
         "config/argocd/argocd-cm.yaml and config/argocd/health.lua differ: copy health.lua \
          into data.{HEALTH_KEY}, indented by four spaces"
     );
+}
+
+#[test]
+fn awaiting_an_approval_is_suspended() {
+    let mut spec = spec(2, FailurePolicy::Halt, 1);
+    spec.operations[1].approval = Some(baton::crd::Approval::Required);
+    let apply = projected(spec, Idempotency::NotRequired, vec![succeeded(1), pending(0)], 1);
+    let health = assert_health(&apply, ApplyPhase::Running, "Suspended");
+    assert!(health.message.contains("operation `b` awaits approval"), "{}", health.message);
 }

@@ -9,6 +9,8 @@ mod e2e {
     pub mod control_plane;
     pub mod edges;
     pub mod fleet;
+    pub mod gates;
+    pub mod health;
     pub mod keys_and_deletion;
     pub mod kstatus;
     pub mod manifests;

@@ -11,7 +11,10 @@ use baton::crd::{ApplyPhase, FailurePolicy, OperationPhase};
 use baton_e2e::{pods, restart_apiserver, wait_for};
 use serde_json::json;
 
-use support::{World, all_operations, check_single_attempts, config_map, deployment_with, spec};
+use support::{
+    World, all_operations, app, check_single_attempts, config_map, deployment_with,
+    held_deployment, spec,
+};
 
 #[tokio::test]
 async fn rollouts_survive_an_api_server_outage_without_an_operator_restart() {
@@ -34,10 +37,38 @@ async fn rollouts_survive_an_api_server_outage_without_an_operator_restart() {
         ];
         world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
     }
+    // Rollouts that wait, through the outage, on Deployments released only after it: they end
+    // only if their health watches came back (the safety re-read is a minute away).
+    for index in 0..3 {
+        let name = format!("h{index}");
+        let ops = vec![("a", held_deployment(&name))];
+        world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
+    }
     world.wait_operation_phase("o0", "b", OperationPhase::Running).await;
+    for index in 0..3 {
+        world.wait_operation_phase(&format!("h{index}"), "a", OperationPhase::Running).await;
+    }
     let outage = Instant::now();
     assert!(restart_apiserver(Duration::from_secs(10)).await, "the API server restarts");
     let back = outage.elapsed();
+    for index in 0..3 {
+        pods::release(&world.client, &ns, &app(&format!("h{index}"))).await;
+    }
+    let released = Instant::now();
+    for index in 0..3 {
+        let name = format!("h{index}");
+        let applies = world.applies();
+        wait_for(&format!("{name} to succeed once released"), Duration::from_secs(40), || {
+            let applies = applies.clone();
+            let name = name.clone();
+            async move {
+                (applies.get(&name).await.ok()?.status?.phase == Some(ApplyPhase::Succeeded))
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    let held_done = released.elapsed();
     for index in 0..10 {
         let name = format!("o{index}");
         let applies = world.applies();
@@ -54,9 +85,10 @@ async fn rollouts_survive_an_api_server_outage_without_an_operator_restart() {
     let operations = all_operations(&world.client, &ns).await;
     let attempts = check_single_attempts(&operations);
     println!(
-        "API server outage: down for {:.1}s (10s stopped), 10 rollouts of 3 operations all Succeeded {:.1}s after it came back; runs repeated: {}",
+        "API server outage: down for {:.1}s (10s stopped), 10 rollouts of 3 operations all Succeeded {:.1}s after it came back; 3 held through it Succeeded {:.1}s after their release; runs repeated: {}",
         back.as_secs_f64(),
         outage.elapsed().as_secs_f64() - back.as_secs_f64(),
+        held_done.as_secs_f64(),
         attempts.len()
     );
     assert!(attempts.is_empty(), "{}", attempts.join("\n"));

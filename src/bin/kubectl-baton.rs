@@ -31,6 +31,8 @@ enum Command {
     Resume { name: String },
     /// Dismiss the current error by its id (read from the status); failed operations run again.
     Dismiss { name: String },
+    /// Approve an operation whose `approval` is `Required` (adds it to `spec.approvals`).
+    Approve { name: String, operation: String },
     /// Show live progress until the rollout settles.
     Watch { name: String },
 }
@@ -65,6 +67,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Stop { name } => plugin.stop(name, &mut out).await,
         Command::Resume { name } => plugin.resume(name, &mut out).await,
         Command::Dismiss { name } => plugin.dismiss(name, &mut out).await,
+        Command::Approve { name, operation } => plugin.approve(name, operation, &mut out).await,
         Command::Watch { name } => plugin.watch(name, &mut out).await,
     }
 }

@@ -130,6 +130,9 @@ mod tests {
                 target: Target { namespace: "ns".into(), cluster: None },
                 manifests: Vec::new(),
                 timeout: "1m".into(),
+                approval: None,
+                soak: None,
+                values_error: None,
             },
             status: Some(OperationStatus { attempt, ..OperationStatus::default() }),
         }

@@ -29,12 +29,15 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use self::children::Children;
 use crate::crd::{Apply, Operation};
 use crate::engine::Engine;
+use crate::engine::watches::Watches;
 use crate::lease::{ApplyLeases, LeaseTiming};
 use crate::metrics::Metrics;
 use crate::{Error, Result, admin};
 
 /// How often lease managers of Applies that disappeared are stopped.
 const LEASE_SWEEP: Duration = Duration::from_secs(30);
+/// How often health watches nobody waits on are closed.
+const WATCH_SWEEP: Duration = Duration::from_secs(5);
 
 /// How `baton run` is configured.
 #[derive(Clone, Debug)]
@@ -45,8 +48,9 @@ pub struct Settings {
     pub identity: String,
     /// Service account impersonated for Applies that name none.
     pub default_service_account: String,
-    /// How often running operations' health is checked.
-    pub health_poll_interval: Duration,
+    /// How often running operations are looked at without news from their watches (the
+    /// safety re-read of what they wait on).
+    pub health_reread_interval: Duration,
     /// Apply lease duration and renew grace.
     pub lease: LeaseTiming,
     /// How long an idempotency key whose holder stopped renewing stays taken.
@@ -138,10 +142,18 @@ pub async fn run(settings: Settings) -> Result<()> {
             client.clone(),
             settings.identity.clone(),
             settings.lease,
-            wake,
+            wake.clone(),
             metrics.clone(),
         ),
-        engine: Engine::new(config, client.clone()),
+        engine: Engine::new(
+            config,
+            client.clone(),
+            Watches::new(
+                Some(wake.clone()),
+                metrics.health_watches.clone(),
+                settings.health_reread_interval,
+            ),
+        ),
         metrics,
         runs: Runs::default(),
         status_writes: StatusWrites::default(),
@@ -169,6 +181,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         .reconcile_on(UnboundedReceiverStream::new(woken))
         .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     sweep_leases(controller.store(), context.clone());
+    sweep_watches(context.clone());
     report_ready(controller.store(), ready);
     tracing::info!(identity = %settings.identity, namespace = ?settings.namespace, "baton operator starting");
     controller
@@ -217,6 +230,17 @@ fn sweep_leases(store: Store<Apply>, context: Arc<Context>) {
             let live: std::collections::HashSet<String> =
                 store.state().iter().filter_map(|apply| apply.metadata.uid.clone()).collect();
             context.leases.retain(|uid| live.contains(uid));
+        }
+    });
+}
+
+/// Closes, now and then, health watches whose last waiter left while they were young.
+fn sweep_watches(context: Arc<Context>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(WATCH_SWEEP);
+        loop {
+            every.tick().await;
+            context.engine.watches().sweep();
         }
     });
 }

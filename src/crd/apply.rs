@@ -1,6 +1,9 @@
 //! `Apply`: one change carried through an ordered list of targets.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -50,6 +53,10 @@ pub const MAX_OPERATIONS: usize = 500;
     {
         "rule": "has(self.idempotencyKey) == has(oldSelf.idempotencyKey)",
         "message": "spec.idempotencyKey is immutable: create a new Apply to roll out a different change",
+    },
+    {
+        "rule": "has(self.healthChecks) == has(oldSelf.healthChecks)",
+        "message": "spec.healthChecks is immutable: create a new Apply to roll out a different change",
     },
 ]))]
 pub struct ApplySpec {
@@ -109,6 +116,63 @@ pub struct ApplySpec {
     /// Which earlier outcomes of the same key count as done: `Success` (default) or `Any`.
     #[serde(default)]
     pub dedup_on: DedupOn,
+
+    /// The failure budget under `Halt` and `Pause`: how many operations may stand failed (not
+    /// dismissed) before the policy acts, as a count (`2`) or a percentage of the operations
+    /// rounded down (`"10%"`). A failed operation still fails the verdict. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::count_or_percent")]
+    pub max_failed: Option<IntOrString>,
+
+    /// Names of operations whose `approval: Required` gate is open (level-triggered: removing a
+    /// name before the operation is claimed withdraws the approval).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub approvals: Vec<String>,
+
+    /// How to read the health of kinds the built-in rules don't know: CEL expressions over the
+    /// object as `self`, by `apiVersion` and `kind` (Flux's `healthCheckExprs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["apiVersion", "kind"],
+        "x-kubernetes-validations" = [{
+            "rule": "self == oldSelf",
+            "message": "spec.healthChecks is immutable: create a new Apply to roll out a different change",
+        }],
+    ))]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// The health of one kind, as CEL expressions over the object as `self`: `failed` true is
+/// unhealthy, else `current` true is healthy, else the object is in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// The apiVersion of the objects this check reads (`example.com/v1`).
+    #[schemars(length(min = 1, max = 253))]
+    pub api_version: String,
+
+    /// The kind of the objects this check reads.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+
+    /// True when the object reached its desired state.
+    #[schemars(length(min = 1, max = 2048))]
+    pub current: String,
+
+    /// True when the object failed for good; read before `current`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub failed: Option<String>,
+
+    /// True while the object converges; read after `failed` and `current`. When absent (or
+    /// false), an object neither failed nor current is in progress anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub in_progress: Option<String>,
 }
 
 fn default_max_concurrent() -> u32 {
@@ -143,6 +207,32 @@ pub struct OperationEntry {
         "message": "timeout must be a duration of at least 1s, such as 90s, 10m or 1h30m",
     }]))]
     pub timeout: String,
+
+    /// Values of the `${name}` variables of the manifests (SPEC.md section 10); `${target.namespace}`,
+    /// `${target.cluster}` and `${operation.name}` are always defined, `$${x}` is a literal `${x}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
+
+    /// `Required`: the step is claimed only once its name is in `spec.approvals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+
+    /// How long the step's objects must stay healthy without a break before it succeeds (a
+    /// duration such as `5m`); its timeout counts the soak too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s')",
+        "message": "soak must be a duration of at least 1s, such as 90s, 10m or 1h30m",
+    }]))]
+    pub soak: Option<String>,
+}
+
+/// A gate on an operation's claim.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Approval {
+    /// The operation waits for its name in `spec.approvals`.
+    Required,
 }
 
 fn default_timeout() -> String {

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DismissedError, Target, schema};
+use super::{Approval, DismissedError, Target, schema};
 
 /// A copy of one `spec.operations` entry plus its index; immutable.
 // kube's `printcolumn(...)` repeats keys such as `type_` by design.
@@ -47,6 +47,16 @@ pub struct OperationSpec {
     pub manifests: Vec<serde_json::Value>,
     /// How long the step may take from its claim to healthy.
     pub timeout: String,
+    /// `Required`: claimed only once approved in the Apply's `spec.approvals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+    /// How long its objects must stay healthy before it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
+    /// Why the manifests could not be expanded with the step's values (an undefined variable):
+    /// the operation then fails `DispatchFailed` at its first run, before anything is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_error: Option<String>,
 }
 
 /// Phase of an Operation.
@@ -143,6 +153,15 @@ pub struct OperationStatus {
     /// The dismissal that last put this operation back to `Pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dismissed: Option<DismissedError>,
+    /// The approval this run was claimed under: who wrote it into `spec.approvals`, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+    /// While soaking: since when its objects have been healthy without a break.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
+    /// While soaking: when the soak ends and the operation succeeds, unless health breaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<Time>,
     /// The objects applied by the current run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
@@ -153,6 +172,17 @@ pub struct OperationStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Who approved an operation, as the API server recorded the write of `spec.approvals`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    /// The field manager that wrote the approval (`kubectl-baton`, a GitOps tool, ...).
+    pub by: String,
+    /// When it was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
 }
 
 /// The replica that claimed an operation.

@@ -21,3 +21,16 @@ pub fn manifests(generator: &mut SchemaGenerator) -> Schema {
         "items": manifest(generator),
     })
 }
+
+/// An integer of at least 0, or a percentage such as `10%`. The API server does not apply
+/// `minimum` or `pattern` inside an int-or-string's `anyOf`, so a CEL rule checks both.
+pub fn count_or_percent(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')",
+            "message": "maxFailed must be a count of at least 0, or a percentage such as 10%",
+        }],
+    })
+}

@@ -26,6 +26,9 @@ pub const KUBECONFIG_KEYS: [&str; 2] = ["value", "value.yaml"];
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a registered cluster may take to answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a watch of a registered cluster may stay silent: longer than the API server's own
+/// watch timeout (kube's watcher asks for 290 s), so a quiet watch is not cut and re-opened.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Discovery answers of one cluster: its kinds rarely change while baton runs.
 pub type Kinds = Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>;
@@ -35,6 +38,10 @@ pub type Kinds = Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>
 pub struct Place {
     /// The client: impersonating the Apply's service account, or a registered cluster's.
     pub client: Client,
+    /// The same identity for watches: on a registered cluster without the short read timeout.
+    pub watch_client: Client,
+    /// Who reads through `client`, as a key: watches are shared by identity, never across.
+    pub identity: String,
     /// The registered cluster's name; `None` for the management cluster.
     pub cluster: Option<String>,
     /// The cluster's discovery answers.
@@ -61,7 +68,26 @@ pub struct Unusable {
 struct Remote {
     fingerprint: u64,
     client: Client,
+    watch_client: Client,
     kinds: Arc<Kinds>,
+}
+
+impl Remote {
+    fn place(&self, key: &RemoteKey) -> Place {
+        let (namespace, cluster, account) = key;
+        Place {
+            client: self.client.clone(),
+            watch_client: self.watch_client.clone(),
+            // A rotated kubeconfig is another identity: its watches start afresh.
+            identity: format!(
+                "{namespace}/{cluster}/{}/{:016x}",
+                account.as_deref().unwrap_or("-"),
+                self.fingerprint
+            ),
+            cluster: Some(cluster.clone()),
+            kinds: self.kinds.clone(),
+        }
+    }
 }
 
 /// A registered cluster as one Apply namespace's service account reaches it: the namespace,
@@ -93,20 +119,21 @@ impl Clusters {
         let fingerprint = fingerprint(&kubeconfig);
         let key = (namespace.to_owned(), cluster.to_owned(), service_account.map(str::to_owned));
         if let Some(remote) = self.lock().get(&key).filter(|r| r.fingerprint == fingerprint) {
-            return Ok(Place {
-                client: remote.client.clone(),
-                cluster: Some(cluster.to_owned()),
-                kinds: remote.kinds.clone(),
-            });
+            return Ok(remote.place(&key));
         }
         let config = config_from(&kubeconfig, namespace, cluster, service_account).await?;
-        let client = Client::try_from(config).map_err(|error| {
+        let not_usable = |error: kube::Error| {
             unusable(cluster, namespace, &format!("the kubeconfig is not usable: {error}"))
-        })?;
-        let kinds = Arc::new(Kinds::default());
-        let remote = Remote { fingerprint, client: client.clone(), kinds: kinds.clone() };
+        };
+        let mut watching = config.clone();
+        watching.read_timeout = Some(WATCH_READ_TIMEOUT);
+        let client = Client::try_from(config).map_err(not_usable)?;
+        let watch_client = Client::try_from(watching).map_err(not_usable)?;
+        let remote =
+            Remote { fingerprint, client, watch_client, kinds: Arc::new(Kinds::default()) };
+        let place = remote.place(&key);
         self.lock().insert(key, remote);
-        Ok(Place { client, cluster: Some(cluster.to_owned()), kinds })
+        Ok(place)
     }
 
     /// The place last built for the registered cluster `cluster`, without reading its Secret.
@@ -117,11 +144,7 @@ impl Clusters {
         service_account: Option<&str>,
     ) -> Option<Place> {
         let key = (namespace.to_owned(), cluster.to_owned(), service_account.map(str::to_owned));
-        self.lock().get(&key).map(|remote| Place {
-            client: remote.client.clone(),
-            cluster: Some(cluster.to_owned()),
-            kinds: remote.kinds.clone(),
-        })
+        self.lock().get(&key).map(|remote| remote.place(&key))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RemoteKey, Remote>> {

@@ -14,7 +14,7 @@ use serde_json::Value;
 pub enum ObjectHealth {
     /// Healthy: the object reached its desired state.
     Current,
-    /// Still converging; the message says what is awaited (e.g. "2/3 replicas available").
+    /// Still converging; the message says what is awaited (e.g. "2 of 3 replicas available").
     InProgress(String),
     /// Failed for good; the message names the condition/reason (e.g. "Progressing=False
     /// ProgressDeadlineExceeded: ReplicaSet has timed out progressing.").
@@ -213,10 +213,10 @@ fn pod(object: &Value) -> ObjectHealth {
     }
 }
 
-/// The first `(have, want, what)` still short, as "have/want what".
+/// The first `(have, want, what)` still short, as "have of want what".
 fn short_of(counts: &[(i64, i64, &str)]) -> Option<ObjectHealth> {
     let (have, want, what) = counts.iter().find(|(have, want, _)| have < want)?;
-    Some(InProgress(format!("{have}/{want} {what}")))
+    Some(InProgress(format!("{have} of {want} {what}")))
 }
 
 fn pending_termination(replicas: i64, desired: i64) -> Option<ObjectHealth> {
@@ -356,11 +356,11 @@ mod tests {
                 wait(OBSERVE)),
             ("observedGeneration missing", deploy(json!(0), json!({"observedGeneration": null})),
                 wait(OBSERVE)),
-            ("rolling out", deploy(json!(3), counts(4, 1, 3, 3)), wait("1/3 replicas updated")),
+            ("rolling out", deploy(json!(3), counts(4, 1, 3, 3)), wait("1 of 3 replicas updated")),
             ("old replicas terminating", deploy(json!(3), counts(4, 3, 3, 3)),
                 wait("1 extra replica(s) pending termination")),
-            ("not available", deploy(json!(3), counts(3, 3, 2, 3)), wait("2/3 replicas available")),
-            ("not ready", deploy(json!(3), counts(3, 3, 3, 2)), wait("2/3 replicas ready")),
+            ("not available", deploy(json!(3), counts(3, 3, 2, 3)), wait("2 of 3 replicas available")),
+            ("not ready", deploy(json!(3), counts(3, 3, 3, 2)), wait("2 of 3 replicas ready")),
             ("Available=False", deploy(json!(3), unavailable),
                 wait("Available=False MinimumReplicasUnavailable: too few")),
             ("deadline exceeded", deploy(json!(3), json!({"conditions": [deadline]})),
@@ -368,7 +368,7 @@ mod tests {
                     ReplicaSet \"web-1\" has timed out progressing.")),
             ("deadline of an older generation", deploy(json!(3), stale), wait(OBSERVE)),
             ("replicas as a string", deploy(json!("3"), counts(1, 1, 1, 1)), Current),
-            ("counters as strings", deploy(json!(3), strings), wait("0/3 replicas updated")),
+            ("counters as strings", deploy(json!(3), strings), wait("0 of 3 replicas updated")),
             ("status as a string", deploy(json!(3), json!("ready")), wait(REPORT)),
         ]
     }
@@ -392,19 +392,19 @@ mod tests {
             ("replicas default to 1", sts(&json!({}), status(1, 1, 1, "web-1")), Current),
             ("no status", sts(&three, json!(null)), wait(REPORT)),
             ("generation unobserved", sts(&three, json!({"observedGeneration": 1})), wait(OBSERVE)),
-            ("scaling up", sts(&three, status(2, 2, 2, "web-1")), wait("2/3 replicas created")),
-            ("not ready", sts(&three, status(3, 1, 3, "web-1")), wait("1/3 replicas ready")),
+            ("scaling up", sts(&three, status(2, 2, 2, "web-1")), wait("2 of 3 replicas created")),
+            ("not ready", sts(&three, status(3, 1, 3, "web-1")), wait("1 of 3 replicas ready")),
             ("scaling down", sts(&three, status(4, 4, 4, "web-1")),
                 wait("1 extra replica(s) pending termination")),
-            ("updating", sts(&three, status(3, 3, 1, "web-2")), wait("1/3 replicas updated")),
+            ("updating", sts(&three, status(3, 3, 1, "web-2")), wait("1 of 3 replicas updated")),
             ("revision not promoted", sts(&three, status(3, 3, 3, "web-2")),
                 wait("waiting for revision web-2 to replace web-1")),
             ("partition rolled out", sts(&partition(json!(2)), status(3, 3, 1, "web-2")), Current),
             ("partition rolling", sts(&partition(json!(2)), status(3, 3, 0, "web-2")),
-                wait("0/1 replicas updated")),
+                wait("0 of 1 replicas updated")),
             ("OnDelete ignores revisions", sts(&on_delete, status(3, 3, 0, "web-2")), Current),
             ("partition as a string", sts(&partition(json!("2")), status(3, 3, 1, "web-2")),
-                wait("1/3 replicas updated")),
+                wait("1 of 3 replicas updated")),
         ]
     }
 
@@ -423,9 +423,9 @@ mod tests {
             ("no nodes match", ds(json!({}), status(0, 0, 0, 0)), Current),
             ("no status", ds(json!({}), json!(null)), wait(REPORT)),
             ("created, not yet observed", ds(json!({}), created), wait(OBSERVE)),
-            ("updating", ds(json!({}), status(3, 1, 3, 3)), wait("1/3 pods updated")),
-            ("not available", ds(json!({}), status(3, 3, 2, 2)), wait("2/3 pods available")),
-            ("not ready", ds(json!({}), status(3, 3, 3, 2)), wait("2/3 pods ready")),
+            ("updating", ds(json!({}), status(3, 1, 3, 3)), wait("1 of 3 pods updated")),
+            ("not available", ds(json!({}), status(3, 3, 2, 2)), wait("2 of 3 pods available")),
+            ("not ready", ds(json!({}), status(3, 3, 3, 2)), wait("2 of 3 pods ready")),
             ("OnDelete ignores updates", ds(on_delete, status(3, 0, 3, 3)), Current),
             ("counters as strings", ds(json!({}), json!({"desiredNumberScheduled": "3"})), Current),
         ]

@@ -1,25 +1,31 @@
 //! The engine runs an operation: server-side apply of its manifests into the target while
 //! impersonating the Apply's service account (on a registered cluster, with its kubeconfig, see
-//! `clusters`), then kstatus health of what it applied.
+//! `clusters`), then the health of what it applied: kstatus rules (`health`), or the Apply's
+//! CEL health checks for the kinds they name (`expressions`), read from shared watches
+//! (`watches`) rather than by polling.
 //!
 //! It reports what it saw as a [`Health`]; it never writes an Operation or an Apply — the
 //! lifecycle decides and the reconciler writes.
 
 pub mod clusters;
+pub mod expressions;
 pub mod health;
+pub mod watches;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use k8s_openapi::jiff::Timestamp;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use kube::{Api, Client, Config};
 
 use self::clusters::{Clusters, Kinds, Place};
 use self::health::ObjectHealth;
-use crate::crd::{InventoryEntry, OperationSpec};
+use self::watches::{Known, MANAGED_LABEL, MANAGED_VALUE, WatchKey, Watches};
+use crate::crd::{HealthCheck, InventoryEntry, OperationSpec};
 use crate::lifecycle::Health;
 
 /// Field manager of everything baton writes: applied objects and status.
@@ -37,7 +43,33 @@ pub struct Engine {
     kinds: Arc<Kinds>,
     /// Registered clusters' clients and outages.
     clusters: Clusters,
+    /// The watches health is read from.
+    watches: Watches,
 }
+
+/// What the engine saw of one run at one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The verdict.
+    pub health: Health,
+    /// A read failed in a way the next try may not repeat (an API server that did not answer):
+    /// look again soon rather than at the next safety re-read, since no watch will say when.
+    pub retry_soon: bool,
+}
+
+impl Check {
+    fn settled(health: Health) -> Self {
+        Check { health, retry_soon: false }
+    }
+
+    fn retry(health: Health) -> Self {
+        Check { health, retry_soon: true }
+    }
+}
+
+/// What the runs of one Apply wait on, by watch: filled by [`Engine::health`], handed to
+/// [`Watches::want`].
+pub type Wants = BTreeMap<WatchKey, BTreeSet<String>>;
 
 /// A dispatch that failed part way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,18 +126,26 @@ pub struct RunTarget<'a> {
     /// The service account the Apply names, if it names one: impersonated on a registered
     /// cluster too (there the kubeconfig's own identity is used otherwise).
     pub named_service_account: Option<&'a str>,
+    /// The Apply's `spec.healthChecks`.
+    pub health_checks: &'a [HealthCheck],
 }
 
 impl Engine {
-    /// An engine on top of the operator's own configuration.
-    pub fn new(config: Config, client: Client) -> Self {
+    /// An engine on top of the operator's own configuration, reading health from `watches`.
+    pub fn new(config: Config, client: Client, watches: Watches) -> Self {
         Engine {
             config,
             client,
             clients: Mutex::new(HashMap::new()),
             kinds: Arc::default(),
             clusters: Clusters::default(),
+            watches,
         }
+    }
+
+    /// The watches health is read from.
+    pub fn watches(&self) -> &Watches {
+        &self.watches
     }
 
     /// Where `target` runs: the management cluster as the Apply's service account, or the
@@ -114,7 +154,13 @@ impl Engine {
     async fn place(&self, target: &RunTarget<'_>, fresh: bool) -> Result<Place, Failure> {
         let local = self.impersonating(target.apply_namespace, target.service_account)?;
         let Some(cluster) = target.operation.target.cluster.as_deref() else {
-            return Ok(Place { client: local, cluster: None, kinds: self.kinds.clone() });
+            return Ok(Place {
+                watch_client: local.clone(),
+                client: local,
+                identity: format!("{}/{}", target.apply_namespace, target.service_account),
+                cluster: None,
+                kinds: self.kinds.clone(),
+            });
         };
         let known =
             self.clusters.known(target.apply_namespace, cluster, target.named_service_account);
@@ -225,6 +271,20 @@ impl Engine {
         target: &RunTarget<'_>,
     ) -> Result<Vec<InventoryEntry>, DispatchError> {
         let mut inventory = Vec::with_capacity(target.operation.manifests.len());
+        if let Some(error) = &target.operation.values_error {
+            // Nothing is applied from manifests that could not be expanded.
+            return Err(DispatchError {
+                message: error.clone(),
+                applied: inventory,
+                transient: false,
+            });
+        }
+        // An expression that does not parse fails the run before anything is applied.
+        if let Some(message) =
+            target.health_checks.iter().find_map(|check| expressions::compile(check).err())
+        {
+            return Err(DispatchError { message, applied: inventory, transient: false });
+        }
         let outcome = match self.place(target, true).await {
             Ok(place) => {
                 let applied = self.apply_all(target, &place, &mut inventory).await;
@@ -276,6 +336,12 @@ impl Engine {
                     format!("{} manifest #{position} has no metadata.name", gvk.kind)
                 })?;
             let (resource, capabilities) = self.resolve(place, &gvk).await?;
+            // The label baton's watches select on (see `watches`).
+            object
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned());
             let api: Api<DynamicObject> = match capabilities.scope {
                 Scope::Namespaced => {
                     if let Some(other) =
@@ -317,63 +383,232 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads every applied object where the run applied it and folds their kstatus health
-    /// into one verdict: the first failure, else progressing while any is not current (saying
-    /// why when a registered cluster does not answer), else healthy.
-    pub async fn health(&self, target: &RunTarget<'_>, inventory: &[InventoryEntry]) -> Health {
+    /// Reads every applied object where the run applied it — from the watch of its kind when
+    /// that has recent news of it, else with a GET — and folds their health into one verdict:
+    /// the first failure, else waiting while any is not current (saying on what), else
+    /// healthy. While the run waits, `wants` receives what it waits on, and those watches are
+    /// opened: their next change wakes the Apply.
+    pub async fn health(
+        &self,
+        target: &RunTarget<'_>,
+        inventory: &[InventoryEntry],
+        wants: &mut Wants,
+    ) -> Check {
         let place = match self.place(target, false).await {
             Ok(place) => place,
-            Err(failure) if failure.transient => return Health::Waiting(failure.message),
-            Err(failure) => return Health::DispatchFailed(failure.message),
+            Err(failure) if failure.transient => {
+                return Check::retry(Health::Waiting(failure.message));
+            }
+            Err(failure) => return Check::settled(Health::DispatchFailed(failure.message)),
         };
-        let mut progressing = false;
+        let mut waiting: Vec<String> = Vec::new();
+        let mut retry_soon = false;
+        let mut watched = Vec::with_capacity(inventory.len());
         for entry in inventory {
-            let read = self.read(&place, entry).await;
-            // A read that fails is a reason to look again, not a verdict: the timeout decides.
-            let object = match self.note_outage(target.apply_namespace, &place, read) {
-                Ok(object) => object,
-                Err(failure) if failure.transient && place.cluster.is_some() => {
-                    return Health::Waiting(failure.message);
-                }
-                Err(_) => {
-                    progressing = true;
+            let object_text = describe_entry(entry);
+            let on = match &place.cluster {
+                Some(cluster) => format!("{object_text} (cluster `{cluster}`)"),
+                None => object_text.clone(),
+            };
+            let gvk = api_version_kind(&entry.api_version, &entry.kind);
+            let resource = match self.resolve(&place, &gvk).await {
+                Ok((resource, _)) => resource,
+                Err(failure) => {
+                    retry_soon |= failure.transient;
+                    waiting.push(format!("waiting for {on}: {}", failure.message));
                     continue;
                 }
             };
-            match health::health(&object) {
-                ObjectHealth::Current => {}
-                ObjectHealth::InProgress(_) => progressing = true,
-                ObjectHealth::Failed(message) => {
-                    let object = describe_entry(entry);
-                    return Health::Unhealthy(format!("{}{object}: {message}", place.prefix()));
+            let key = WatchKey {
+                identity: place.identity.clone(),
+                cluster: place.cluster.clone(),
+                api_version: entry.api_version.clone(),
+                kind: entry.kind.clone(),
+                namespace: entry.namespace.clone(),
+            };
+            let (mut known, watch_error) = self.known(&key, &entry.name);
+            if known.is_none() {
+                // Stale (its watch may have stalled): one LIST re-reads everything the watch
+                // carries, so the safety re-read costs a request per watch, not per object.
+                let relisted = self.relist(&place, &key, &resource, &entry.name).await;
+                if self.note_outage(target.apply_namespace, &place, relisted).is_ok() {
+                    known = self.known(&key, &entry.name).0;
+                }
+            }
+            let object = match known {
+                Some(object) => object,
+                None => {
+                    let read = self.read(&place, entry, &resource).await;
+                    match self.note_outage(target.apply_namespace, &place, read) {
+                        Ok(object) => {
+                            self.remember(&key, &entry.name, object.clone());
+                            object
+                        }
+                        Err(failure) if failure.transient && place.cluster.is_some() => {
+                            return Check::retry(Health::Waiting(failure.message));
+                        }
+                        // A read that fails is a reason to look again, not a verdict: the
+                        // timeout decides.
+                        Err(failure) => {
+                            retry_soon |= failure.transient;
+                            let detail = failure.message.strip_prefix(&format!("{object_text}: "));
+                            let detail = detail.unwrap_or(&failure.message);
+                            waiting.push(format!("waiting for {on}: {detail}"));
+                            watched.push((key, entry.name.clone(), resource));
+                            continue;
+                        }
+                    }
+                }
+            };
+            watched.push((key, entry.name.clone(), resource));
+            let stalled = watch_error
+                .map(|error| {
+                    format!(" (its watch fails, so it is read again every minute: {error})")
+                })
+                .unwrap_or_default();
+            let Some(object) = object else {
+                // Deleted after it was applied. baton does not apply again within a run (the
+                // object's owner may have meant it); the timeout decides, as kstatus waits would.
+                waiting.push(format!(
+                    "waiting for {on}: not found (deleted after it was applied){stalled}"
+                ));
+                continue;
+            };
+            match judge(target.health_checks, entry, &object) {
+                Ok(ObjectHealth::Current) => {}
+                Ok(ObjectHealth::InProgress(message)) => {
+                    waiting.push(format!("waiting for {on}: {message}{stalled}"));
+                }
+                Ok(ObjectHealth::Failed(message)) => {
+                    let prefix = place.prefix();
+                    return Check::settled(Health::Unhealthy(format!(
+                        "{prefix}{object_text}: {message}"
+                    )));
+                }
+                Err(message) => {
+                    let prefix = place.prefix();
+                    return Check::settled(Health::DispatchFailed(format!(
+                        "{prefix}{object_text}: {message}"
+                    )));
                 }
             }
         }
-        if progressing { Health::Progressing } else { Health::Healthy }
+        let Some(first) = waiting.first() else { return Check::settled(Health::Healthy) };
+        let message = match waiting.len() - 1 {
+            0 => first.clone(),
+            more => format!("{first} (and {more} more)"),
+        };
+        // Every object of a waiting run is watched, the current ones too: health can go back.
+        for (key, name, resource) in watched {
+            self.watches.open(&key, &place.watch_client, &resource);
+            wants.entry(key).or_default().insert(name);
+        }
+        Check { health: Health::Waiting(message), retry_soon }
     }
 
+    /// What the watch `key` knows of `name` recently enough to decide on, and the watch's
+    /// error if it is failing. `None` (the first value): read the object.
+    fn known(
+        &self,
+        key: &WatchKey,
+        name: &str,
+    ) -> (Option<Option<Arc<serde_json::Value>>>, Option<String>) {
+        let Some(cache) = self.watches.cache(key) else { return (None, None) };
+        let cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reread = self.watches.reread();
+        let known = cache.objects.get(name).filter(|known| known.fresh(reread));
+        (known.map(|known| known.object.clone()), cache.error.clone())
+    }
+
+    /// Re-reads the scope of the open watch `key` (what baton applied there) with one LIST, at
+    /// most once per tenth of the re-read interval; nothing when no watch is open (the object
+    /// is then read alone).
+    async fn relist(
+        &self,
+        place: &Place,
+        key: &WatchKey,
+        resource: &ApiResource,
+        wanted: &str,
+    ) -> Result<(), Failure> {
+        let Some(cache) = self.watches.cache(key) else { return Ok(()) };
+        let window = self.watches.reread() / 10;
+        if cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recently_relisted(window)
+        {
+            return Ok(());
+        }
+        let api: Api<DynamicObject> = match &key.namespace {
+            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, resource),
+            None => Api::all_with(place.client.clone(), resource),
+        };
+        let selector = format!("{MANAGED_LABEL}={MANAGED_VALUE}");
+        let listed =
+            api.list(&ListParams::default().labels(&selector)).await.map_err(|error| Failure {
+                message: format!("listing {} objects baton applied: {error}", key.kind),
+                transient: transient(&error),
+            })?;
+        let listed = listed
+            .items
+            .into_iter()
+            .filter_map(|object| {
+                let name = object.metadata.name.clone()?;
+                Some((name, watches::to_value(key, object)?))
+            })
+            .collect();
+        cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).relisted(listed, wanted);
+        Ok(())
+    }
+
+    /// Keeps what a GET returned in the watch's cache, if one is open: until the watch brings
+    /// news, or the safety re-read comes, it is the latest word on the object.
+    fn remember(&self, key: &WatchKey, name: &str, object: Option<Arc<serde_json::Value>>) {
+        if let Some(cache) = self.watches.cache(key) {
+            let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache.objects.insert(name.to_owned(), Known { object, at: Instant::now() });
+        }
+    }
+
+    /// The object of `entry`, or `None` when it does not exist.
     async fn read(
         &self,
         place: &Place,
         entry: &InventoryEntry,
-    ) -> Result<serde_json::Value, Failure> {
-        let gvk = api_version_kind(&entry.api_version, &entry.kind);
-        let (resource, _) = self.resolve(place, &gvk).await?;
+        resource: &ApiResource,
+    ) -> Result<Option<Arc<serde_json::Value>>, Failure> {
         let api: Api<DynamicObject> = match &entry.namespace {
-            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, &resource),
-            None => Api::all_with(place.client.clone(), &resource),
+            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, resource),
+            None => Api::all_with(place.client.clone(), resource),
         };
-        let object = api.get(&entry.name).await.map_err(|error| Failure {
-            message: describe_api_error(
-                &entry.kind,
-                &entry.name,
-                entry.namespace.as_deref(),
-                &error,
-            ),
-            transient: transient(&error),
-        })?;
+        let object = match api.get(&entry.name).await {
+            Ok(object) => object,
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(error) => {
+                return Err(Failure {
+                    message: describe_api_error(
+                        &entry.kind,
+                        &entry.name,
+                        entry.namespace.as_deref(),
+                        &error,
+                    ),
+                    transient: transient(&error),
+                });
+            }
+        };
         serde_json::to_value(object)
+            .map(|object| Some(Arc::new(object)))
             .map_err(|error| Failure::from(format!("{}: {error}", describe_entry(entry))))
+    }
+}
+
+/// The health of `object` by the Apply's health check for its kind, else by kstatus's rules.
+/// An error is a health check that cannot be evaluated.
+fn judge(
+    checks: &[HealthCheck],
+    entry: &InventoryEntry,
+    object: &serde_json::Value,
+) -> Result<ObjectHealth, String> {
+    match expressions::find(checks, &entry.api_version, &entry.kind) {
+        Some(check) => expressions::evaluate(check, object),
+        None => Ok(health::health(object)),
     }
 }
 

@@ -16,8 +16,8 @@ use super::project::{carry_transition_times, dismissal_rejection, project_roster
 use super::transitions::{self, Outcome};
 use super::{Child, parse_duration};
 use crate::crd::{
-    ApplyStatus, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason, OperationPhase,
-    OperationStatus,
+    ApplyStatus, ApprovalRecord, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason,
+    OperationPhase, OperationStatus,
 };
 use crate::lifecycle::condition;
 
@@ -284,8 +284,19 @@ fn claims(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
         };
         let slot = &roster.slots()[position];
         if slot.exists
-            && let Ok(next) = transitions::claim(&slot.status, observed.holder, observed.now)
+            && let Ok(mut next) = transitions::claim(&slot.status, observed.holder, observed.now)
         {
+            // Section 11: the approval it is claimed under is recorded on the run.
+            if slot.entry.approval.is_some() {
+                next.approval = Some(
+                    observed
+                        .apply
+                        .approvers
+                        .get(slot.name)
+                        .cloned()
+                        .unwrap_or(ApprovalRecord { by: "unknown".to_owned(), at: None }),
+                );
+            }
             record(roster, plan, position, WriteKind::Claim, next, None);
         }
     }
@@ -347,11 +358,40 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
             continue;
         }
         let mut saying = None;
+        let soaking = slot.status.soak_until.as_ref().map(|until| until.0);
         let outcome = match observed.health.get(&name) {
-            Some(Health::Healthy) => Some(Outcome::Succeeded),
-            Some(Health::Unhealthy(message)) => {
-                Some(Outcome::Failed { reason: FailureReason::Unhealthy, message: message.clone() })
-            }
+            Some(Health::Healthy) => match (soak_of(slot.entry), soaking) {
+                (None, _) => Some(Outcome::Succeeded),
+                (Some(_), Some(until)) if until <= now => Some(Outcome::Succeeded),
+                // The timeout counts the soak too.
+                (Some(_), _) if time_left(observed, slot.index, &slot.status).is_none() => {
+                    Some(Outcome::Failed {
+                        reason: FailureReason::Timeout,
+                        message: format!(
+                            "the soak did not end within the timeout of {}",
+                            timeout_text(observed, slot.index)
+                        ),
+                    })
+                }
+                (Some(soak), soaking) => {
+                    // A soak too long to add up (refused nowhere else) never ends by itself.
+                    let until = soaking.unwrap_or(now.checked_add(soak).unwrap_or(Timestamp::MAX));
+                    let left = Duration::try_from(until.duration_since(now)).unwrap_or_default();
+                    plan.requeue_after =
+                        Some(plan.requeue_after.map_or(left, |current| current.min(left)));
+                    if soaking.is_none() {
+                        saying = transitions::soak_started(&slot.status, now, until).ok();
+                    }
+                    None
+                }
+            },
+            Some(Health::Unhealthy(message)) => Some(Outcome::Failed {
+                reason: FailureReason::Unhealthy,
+                message: match soaking {
+                    Some(_) => format!("during its soak: {message}"),
+                    None => message.clone(),
+                },
+            }),
             Some(Health::DispatchFailed(message)) => Some(Outcome::Failed {
                 reason: FailureReason::DispatchFailed,
                 message: message.clone(),
@@ -365,9 +405,17 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
                     Some(left) => {
                         plan.requeue_after =
                             Some(plan.requeue_after.map_or(left, |current| current.min(left)));
-                        saying = waiting
-                            .filter(|why| slot.status.message.as_deref() != Some(*why))
-                            .and_then(|why| transitions::waiting(&slot.status, why).ok());
+                        saying = match soaking {
+                            // Health broke during the soak: it starts again once healthy.
+                            Some(_) => transitions::soak_interrupted(
+                                &slot.status,
+                                waiting.unwrap_or("objects not healthy"),
+                            )
+                            .ok(),
+                            None => waiting
+                                .filter(|why| slot.status.message.as_deref() != Some(*why))
+                                .and_then(|why| transitions::waiting(&slot.status, why).ok()),
+                        };
                         None
                     }
                     None => Some(Outcome::Failed {
@@ -401,6 +449,11 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
             record(roster, plan, position, WriteKind::Finish, next, note);
         }
     }
+}
+
+/// The soak of an operation's entry; an unparsable one (refused at admission) counts as none.
+fn soak_of(entry: &crate::crd::OperationEntry) -> Option<Duration> {
+    entry.soak.as_deref().and_then(|soak| parse_duration(soak).ok())
 }
 
 fn timeout_text<'a>(observed: &Observed<'a>, index: u32) -> &'a str {

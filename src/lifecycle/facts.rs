@@ -11,10 +11,14 @@ use std::borrow::Cow;
 
 use k8s_openapi::jiff::Timestamp;
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use super::Child;
 use crate::crd::{
-    ApplyError, ApplySpec, DismissedError, FailurePolicy, OperationCounts, OperationPhase,
-    OperationStatus,
+    ApplyError, ApplySpec, Approval, ApprovalRecord, DismissedError, FailurePolicy,
+    OperationCounts, OperationEntry, OperationPhase, OperationStatus,
 };
 
 /// Whether this replica holds the Apply's lease (SPEC.md section 6).
@@ -82,6 +86,9 @@ pub struct ApplyFacts<'a> {
     pub operations_created: bool,
     /// The idempotency key's state.
     pub idempotency: Idempotency,
+    /// Who wrote each name of `spec.approvals`, and when (from the Apply's managed fields);
+    /// copied into an Operation's status when it is claimed.
+    pub approvers: BTreeMap<String, ApprovalRecord>,
 }
 
 impl ApplyFacts<'_> {
@@ -107,10 +114,32 @@ impl ApplyFacts<'_> {
         self.spec.on_failure.effective()
     }
 
-    /// Whether an undismissed failure closes the claim gate (rule 4): under `Halt` and
-    /// `Pause` it does, under `Continue` it does not.
-    pub fn failure_blocks_claims(&self) -> bool {
-        self.policy() != FailurePolicy::Continue
+    /// Whether `failed` undismissed failures close the claim gate and make the policy act
+    /// (rule 4, section 11): under `Halt` and `Pause` once they exceed the failure budget,
+    /// under `Continue` never.
+    pub fn failures_stop_the_rollout(&self, failed: u32) -> bool {
+        self.policy() != FailurePolicy::Continue && failed > self.failure_budget()
+    }
+
+    /// `spec.maxFailed`: a count, or a percentage of the operations rounded down; 0 when absent
+    /// (and for a value the schema should have refused).
+    pub fn failure_budget(&self) -> u32 {
+        let total = u32::try_from(self.spec.operations.len()).unwrap_or(u32::MAX);
+        match &self.spec.max_failed {
+            None => 0,
+            Some(IntOrString::Int(count)) => u32::try_from(*count).unwrap_or(0),
+            Some(IntOrString::String(text)) => text
+                .strip_suffix('%')
+                .and_then(|percent| percent.parse::<u64>().ok())
+                .map_or(0, |percent| {
+                    u32::try_from(u64::from(total) * percent.min(100) / 100).unwrap_or(0)
+                }),
+        }
+    }
+
+    /// Whether the operation `name` may be claimed as far as its approval goes (rule 6).
+    pub fn approved(&self, entry: &OperationEntry) -> bool {
+        entry.approval != Some(Approval::Required) || self.spec.approvals.contains(&entry.name)
     }
 }
 
@@ -150,6 +179,8 @@ pub(crate) struct Slot<'a> {
     pub uid: &'a str,
     /// Its Operation was recreated by baton after being deleted.
     pub recreated: bool,
+    /// Its entry in `spec.operations`.
+    pub entry: &'a OperationEntry,
 }
 
 /// The spec's operations in index order, each with its child's status.
@@ -178,6 +209,7 @@ impl<'a> Roster<'a> {
                     exists: child.is_some(),
                     uid: child.map_or("", |child| child.uid.as_str()),
                     recreated: child.is_some_and(|child| child.recreated),
+                    entry,
                 }
             })
             .collect();
@@ -216,7 +248,8 @@ impl<'a> Roster<'a> {
         self.count(OperationPhase::Running)
     }
 
-    fn count(&self, phase: OperationPhase) -> u32 {
+    /// How many operations are in `phase`.
+    pub fn count(&self, phase: OperationPhase) -> u32 {
         let count = self.slots.iter().filter(|slot| slot.status.phase == phase).count();
         u32::try_from(count).unwrap_or(u32::MAX)
     }
@@ -249,6 +282,15 @@ impl<'a> Roster<'a> {
                 at: slot.status.completed_at.clone(),
             }
         })
+    }
+
+    /// The operation the window waits at for its approval (section 11): the first `Pending`
+    /// one, when it is not approved.
+    pub fn awaiting_approval(&self, facts: &ApplyFacts<'_>) -> Option<&Slot<'a>> {
+        self.slots
+            .iter()
+            .find(|slot| slot.status.phase == OperationPhase::Pending)
+            .filter(|slot| !facts.approved(slot.entry))
     }
 
     /// The most recent dismissal recorded on any child.

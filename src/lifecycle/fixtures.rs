@@ -81,6 +81,9 @@ pub fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySp
                     "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}
                 })]),
                 timeout: "10m".to_owned(),
+                values: Default::default(),
+                approval: None,
+                soak: None,
             })
             .collect(),
         template: None,
@@ -91,6 +94,9 @@ pub fn spec(count: usize, policy: FailurePolicy, max_concurrent: u32) -> ApplySp
         service_account_name: None,
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        max_failed: None,
+        approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 
@@ -119,5 +125,6 @@ pub fn facts(spec: &ApplySpec) -> ApplyFacts<'_> {
         finalizer: false,
         operations_created: false,
         idempotency: Idempotency::NotRequired,
+        approvers: Default::default(),
     }
 }

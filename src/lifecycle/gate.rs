@@ -29,6 +29,9 @@ pub enum GateClosed {
     /// `maxConcurrent` operations already run (rule 3).
     #[error("{0} operations already run, the most allowed")]
     WindowFull(u32),
+    /// The next operation waits for its approval in `spec.approvals` (rule 6).
+    #[error("operation `{0}` awaits its approval")]
+    AwaitingApproval(String),
     /// Nothing is left to claim.
     #[error("no operation is pending")]
     NothingPending,
@@ -67,7 +70,7 @@ pub(crate) fn claimable_in(
     if !facts.idempotency.lets_claims() {
         return Err(GateClosed::IdempotencyKeyNotHeld);
     }
-    if facts.failure_blocks_claims()
+    if facts.failures_stop_the_rollout(roster.count(OperationPhase::Failed))
         && let Some(error) = roster.first_error()
     {
         return Err(GateClosed::FailurePolicy(error.id));
@@ -75,6 +78,7 @@ pub(crate) fn claimable_in(
     let max = facts.spec.max_concurrent.max(1);
     let mut running = roster.running();
     let mut claims = Vec::new();
+    let mut awaiting = None;
     for slot in roster.slots() {
         if slot.status.phase != OperationPhase::Pending {
             continue;
@@ -82,11 +86,19 @@ pub(crate) fn claimable_in(
         if running >= max {
             break;
         }
+        if !facts.approved(slot.entry) {
+            // The window stops at an unapproved operation, room or not (rule 6).
+            awaiting = Some(slot.name.to_owned());
+            break;
+        }
         claims.push(slot.index);
         running += 1;
     }
     match claims.is_empty() {
         false => Ok(claims),
+        true if awaiting.is_some() => {
+            Err(GateClosed::AwaitingApproval(awaiting.unwrap_or_default()))
+        }
         true if running >= max && roster.any(OperationPhase::Pending) => {
             Err(GateClosed::WindowFull(running))
         }

@@ -13,7 +13,8 @@
 //! - `decide`: the writes of one pass; `pass`: how a pass begins and ends;
 //! - `project`: the parent status; `pacing`: when a new projection is written;
 //! - `notes`: what a pass did that a user cares about, and the Events' words for it;
-//! - `idempotency`: the key decisions; `duration`: timeouts.
+//! - `idempotency`: the key decisions; `duration`: timeouts and soaks;
+//! - `values`: the `${name}` variables of an operation's manifests.
 
 mod decide;
 mod duration;
@@ -25,6 +26,7 @@ mod pacing;
 mod pass;
 mod project;
 mod transitions;
+mod values;
 
 /// Builders for tests of the lifecycle and of what consumes its projection.
 #[cfg(any(test, feature = "test-fixtures"))]
@@ -44,6 +46,7 @@ pub use pacing::{StatusWrite, status_write};
 pub use pass::{Begin, Next, Pace, begin, key_needs_finalizer, next};
 pub use project::{carry_transition_times, project};
 pub use transitions::{Outcome, Refused, claim, dismiss, finish, lost, resume, stop, take_over};
+pub use values::{ValuesError, expand, values_of};
 
 use crate::crd::{ANNOTATION_RECREATED, Operation, OperationStatus};
 
@@ -73,6 +76,10 @@ pub mod reason {
     pub const HEALTHY: &str = "Healthy";
     /// Another live Apply holds the same idempotency key.
     pub const DUPLICATE_IN_FLIGHT: &str = "DuplicateInFlight";
+    /// The next operation waits for its approval (`spec.approvals`).
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    /// Every applied object is healthy; the operation soaks before it succeeds.
+    pub const SOAKING: &str = "Soaking";
     /// `spec.dismissError` names an error that is not the current one.
     pub const STALE_DISMISSAL: &str = "StaleDismissal";
 }

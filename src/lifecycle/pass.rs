@@ -60,7 +60,8 @@ pub fn key_needs_finalizer(facts: &ApplyFacts<'_>, key: &KeyWrite) -> bool {
 /// How long the controller waits before looking again, by what it waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pace {
-    /// While operations run: the next check of their health.
+    /// While operations run: the next safety look at their health (a change of it wakes the
+    /// Apply sooner, through the watches of what the operations wait on).
     pub health_check: Duration,
     /// While another Apply holds the idempotency key (its release does not wake this one).
     pub key_holder: Duration,

@@ -27,6 +27,14 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
     let error = roster.first_error();
     let last_dismissed_error = roster.last_dismissed();
     let started = roster.started();
+    let stops_the_rollout = facts.failures_stop_the_rollout(counts.failed);
+    // Section 11: the window waits at an unapproved operation, and says so, while nothing else
+    // keeps it shut.
+    let awaiting = roster
+        .awaiting_approval(facts)
+        .filter(|_| !facts.stop_in_effect() && facts.idempotency.lets_claims())
+        .filter(|_| error.is_none() || !stops_the_rollout)
+        .map(|slot| slot.name);
     let roster = roster.slots();
     let active = counts.running + counts.pending;
 
@@ -40,13 +48,14 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
             _ => ApplyPhase::Pending,
         }
     } else if error.is_some() {
+        // Under `Continue`, or within the failure budget, the rollout goes on past a failure.
         match (facts.policy(), counts.running) {
-            (FailurePolicy::Continue, _) if active + counts.stopped > 0 => ApplyPhase::Running,
+            _ if !stops_the_rollout && active + counts.stopped > 0 => ApplyPhase::Running,
             (FailurePolicy::Pause, 0) => ApplyPhase::Paused,
             (_, 0) => ApplyPhase::Failed,
             _ => ApplyPhase::Running,
         }
-    } else if started {
+    } else if started || awaiting.is_some() {
         ApplyPhase::Running
     } else {
         ApplyPhase::Pending
@@ -82,10 +91,17 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
         .flatten()
         .map(Time);
     let current = current_names(roster);
-    let message = message(facts, phase, &counts, error.as_ref(), &current);
+    let message = message(facts, phase, &counts, error.as_ref(), &current, awaiting);
     let as_of = Time(latest_change(roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
-    let conditions =
-        conditions(facts, phase, &message, error.as_ref(), last_dismissed_error.as_ref(), as_of);
+    let conditions = conditions(
+        facts,
+        phase,
+        &message,
+        error.as_ref(),
+        last_dismissed_error.as_ref(),
+        as_of,
+        awaiting,
+    );
 
     ApplyStatus {
         phase: Some(phase),
@@ -169,8 +185,20 @@ fn message(
     counts: &OperationCounts,
     error: Option<&ApplyError>,
     current: &str,
+    awaiting: Option<&str>,
 ) -> String {
     let done = format!("{}/{} succeeded", counts.succeeded, counts.total);
+    if let (ApplyPhase::Running, Some(name)) = (phase, awaiting) {
+        let running =
+            if current.is_empty() { String::new() } else { format!(", running {current}") };
+        let past = error
+            .map(|error| format!("; continuing past: {}", describe(error)))
+            .unwrap_or_default();
+        return format!(
+            "{done}{running}; operation `{name}` awaits approval: add it to spec.approvals \
+             (kubectl baton approve){past}"
+        );
+    }
     match (phase, error) {
         (ApplyPhase::Skipped, _) => match &facts.idempotency {
             Idempotency::AlreadyDone { by } => {
@@ -207,6 +235,12 @@ fn message(
             FailurePolicy::Continue => {
                 format!("{done}, running {current}; continuing past: {}", describe(error))
             }
+            _ if !facts.failures_stop_the_rollout(counts.failed) => format!(
+                "{done}, running {current}; within the failure budget ({} of {} may fail): {}",
+                counts.failed,
+                facts.failure_budget(),
+                describe(error)
+            ),
             _ => format!(
                 "{}; waiting for {} running operation(s) ({current}) before stopping the rollout",
                 describe(error),
@@ -236,6 +270,7 @@ fn conditions(
     error: Option<&ApplyError>,
     last_dismissed: Option<&DismissedError>,
     as_of: Time,
+    awaiting: Option<&str>,
 ) -> Vec<Condition> {
     let make = |type_: &str, status: bool, reason: &str, message: &str| Condition {
         type_: type_.to_owned(),
@@ -248,6 +283,7 @@ fn conditions(
     let reconciling_reason = match (&facts.idempotency, facts.stop_in_effect()) {
         (_, true) => "Stopping",
         (Idempotency::InFlightElsewhere { .. }, _) => reason::DUPLICATE_IN_FLIGHT,
+        _ if awaiting.is_some() => reason::AWAITING_APPROVAL,
         _ => "Progressing",
     };
     let stalled_reason = error.map_or(phase.as_str(), |error| error.reason.as_str());

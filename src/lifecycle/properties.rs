@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::fixtures::{at, children, facts, spec};
+use super::fixtures::{self, at, children, facts, spec};
 use super::*;
 use crate::crd::{ApplyPhase, ApplySpec, FailurePolicy, OperationPhase, OperationStatus};
 
@@ -36,7 +36,48 @@ enum Event {
     /// Someone overwrites the status of step `n % len` by hand: a pending one to `Succeeded`, a
     /// running one to `Failed`.
     Overwrite(usize),
+    /// Someone approves step `n % len` (adds it to `spec.approvals`).
+    Approve(usize),
+    /// Someone withdraws the approval of step `n % len`.
+    Withdraw(usize),
 }
+
+/// The gates a history's Apply carries: which steps need approval or soak (bit `i` for step
+/// `i`), and the failure budget.
+#[derive(Clone, Copy, Debug)]
+struct Gates {
+    approvals: u16,
+    soaks: u16,
+    budget: u32,
+}
+
+fn gates() -> impl Strategy<Value = Gates> {
+    (any::<u16>(), any::<u16>(), 0u32..3).prop_map(|(approvals, soaks, budget)| Gates {
+        approvals,
+        soaks,
+        budget,
+    })
+}
+
+/// The fixture spec with `gates` on it.
+fn gated_spec(count: usize, policy: FailurePolicy, max_concurrent: u32, gates: Gates) -> ApplySpec {
+    let mut spec = spec(count, policy, max_concurrent);
+    for (index, entry) in spec.operations.iter_mut().enumerate() {
+        if gates.approvals & (1 << (index % 16)) != 0 {
+            entry.approval = Some(crate::crd::Approval::Required);
+        }
+        if gates.soaks & (1 << (index % 16)) != 0 {
+            entry.soak = Some(SOAK.into());
+        }
+    }
+    spec.max_failed = Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+        i32::try_from(gates.budget).unwrap_or(0),
+    ));
+    spec
+}
+
+/// The soak of the steps that soak in these histories.
+const SOAK: &str = "30s";
 
 #[derive(Clone, Copy, Debug)]
 enum HealthChoice {
@@ -65,6 +106,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0u16..900).prop_map(Event::Tick),
         1 => (0usize..8).prop_map(Event::Vanish),
         1 => (0usize..8).prop_map(Event::Overwrite),
+        1 => (0usize..8).prop_map(Event::Approve),
+        1 => (0usize..8).prop_map(Event::Withdraw),
     ]
 }
 
@@ -216,6 +259,13 @@ impl World {
                     self.children.remove(n % self.children.len());
                 }
             }
+            Event::Approve(n) | Event::Withdraw(n) => {
+                let name = fixtures::op_name(n % self.spec.operations.len().max(1));
+                self.spec.approvals.retain(|approved| *approved != name);
+                if matches!(event, Event::Approve(_)) {
+                    self.spec.approvals.push(name);
+                }
+            }
             Event::Overwrite(n) => {
                 let now = at(self.now);
                 let position = n % self.children.len().max(1);
@@ -246,6 +296,21 @@ fn check_reconcile(
         match kind {
             WriteKind::Claim => {
                 prop_assert!(!spec.stop, "no claim while a stop is pending");
+                let facts = facts(spec);
+                let entry = usize::try_from(*index).ok().and_then(|i| spec.operations.get(i));
+                prop_assert!(
+                    entry.is_some_and(|entry| facts.approved(entry)),
+                    "an unapproved operation was claimed"
+                );
+                let passed = state.iter().any(|c| {
+                    c.index < *index
+                        && c.status.phase == OperationPhase::Pending
+                        && usize::try_from(c.index)
+                            .ok()
+                            .and_then(|i| spec.operations.get(i))
+                            .is_some_and(|entry| !facts.approved(entry))
+                });
+                prop_assert!(!passed, "the window passed an unapproved operation");
                 let child = state.iter().find(|c| c.index == *index);
                 prop_assert!(
                     child.is_some_and(|c| !c.recreated || c.status.dismissed.is_some()),
@@ -403,9 +468,10 @@ proptest! {
         count in 1usize..7,
         policy in policy(),
         max_concurrent in 1u32..4,
+        gates in gates(),
         history in prop::collection::vec(event(), 1..60),
     ) {
-        run_history(count, policy, max_concurrent, &history)?;
+        run_history(gated_spec(count, policy, max_concurrent, gates), &history)?;
     }
 }
 
@@ -419,22 +485,21 @@ proptest! {
         count in 1usize..13,
         policy in policy(),
         max_concurrent in 1u32..6,
+        gates in gates(),
         history in prop::collection::vec(event(), 100..400),
     ) {
-        run_history(count, policy, max_concurrent, &history)?;
+        run_history(gated_spec(count, policy, max_concurrent, gates), &history)?;
     }
 }
 
-fn run_history(
-    count: usize,
-    policy: FailurePolicy,
-    max_concurrent: u32,
-    history: &[Event],
-) -> Result<(), TestCaseError> {
-    let mut world = World::new(spec(count, policy, max_concurrent));
+fn run_history(spec: ApplySpec, history: &[Event]) -> Result<(), TestCaseError> {
+    let count = spec.operations.len();
+    let mut world = World::new(spec);
     for event in history {
         world.step(event)?;
     }
+    // Liveness needs every gate opened: a person approves what waits.
+    world.spec.approvals = world.spec.operations.iter().map(|entry| entry.name.clone()).collect();
 
     // Liveness: with a kubelet that reports every running operation healthy, the Apply
     // settles (or pauses for a person) within a bounded number of reconciles.
@@ -449,6 +514,8 @@ fn run_history(
             world.health.insert(name, Health::Healthy);
         }
         world.step(&Event::Reconcile)?;
+        // Past any soak begun in this pass, well within the timeouts.
+        world.step(&Event::Tick(31))?;
     }
     let phase = world.project().phase;
     prop_assert!(

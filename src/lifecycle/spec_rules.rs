@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pretty_assertions::assert_eq;
 
 use super::fixtures::*;
@@ -813,4 +815,129 @@ fn an_unreachable_cluster_times_out_naming_it() {
     assert_eq!(status.reason.as_deref(), Some("Timeout"));
     let message = status.message.clone().unwrap_or_default();
     assert!(message.contains("timeout of 10m") && message.contains("cluster `us`"), "{message}");
+}
+
+// Section 11: gates and the failure budget.
+
+/// A spec whose operation `name` requires approval.
+fn gated(mut spec: ApplySpec, name: &str) -> ApplySpec {
+    for entry in spec.operations.iter_mut().filter(|entry| entry.name == name) {
+        entry.approval = Some(crate::crd::Approval::Required);
+    }
+    spec
+}
+
+#[test]
+fn the_window_stops_at_an_unapproved_operation_even_with_room() {
+    let spec = gated(spec(5, FailurePolicy::Halt, 3), "b");
+    let plan = plan(&spec, vec![pending(0); 5]);
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::Claim, OperationPhase::Running)]);
+    let status = plan.status.expect("a status");
+    assert_eq!(status.phase, Some(ApplyPhase::Running));
+    let reconciling = status.conditions.iter().find(|c| c.type_ == "Reconciling");
+    assert_eq!(reconciling.map(|c| c.reason.as_str()), Some("AwaitingApproval"));
+    assert!(status.message.contains("operation `b` awaits approval"), "{}", status.message);
+}
+
+#[test]
+fn an_approved_operation_is_claimed_and_records_its_approval() {
+    let mut spec = gated(spec(2, FailurePolicy::Halt, 2), "b");
+    spec.approvals = vec!["b".into()];
+    let children = children(vec![succeeded(1), pending(0)]);
+    let mut facts = facts(&spec);
+    let record = crate::crd::ApprovalRecord { by: "kubectl-baton".into(), at: Some(Time(at(5))) };
+    facts.approvers.insert("b".into(), record.clone());
+    let plan = plan_as(facts, &children, LeaseState::Held);
+    assert_eq!(writes(&plan), vec![("b".into(), WriteKind::Claim, OperationPhase::Running)]);
+    let OperationWrite::Status { status, .. } = &plan.writes[0] else { panic!("a write") };
+    assert_eq!(status.approval, Some(record));
+}
+
+#[test]
+fn an_approval_withdrawn_before_the_claim_closes_the_gate_again() {
+    let spec = gated(spec(2, FailurePolicy::Halt, 1), "b");
+    // `b` was approved, then the name removed before its claim: it waits again.
+    let plan = plan(&spec, vec![succeeded(1), pending(0)]);
+    assert!(plan.writes.is_empty());
+    // After the claim, withdrawing changes nothing: a running operation is not touched.
+    let running = plan_with(&spec, vec![succeeded(1), running(ME, 1)], &[], 10);
+    assert!(running.writes.is_empty());
+}
+
+#[test]
+fn a_stop_parks_an_unapproved_operation_like_any_pending_one() {
+    let mut spec = gated(spec(2, FailurePolicy::Halt, 1), "b");
+    spec.stop = true;
+    let plan = plan(&spec, vec![succeeded(1), pending(0)]);
+    assert_eq!(writes(&plan), vec![("b".into(), WriteKind::Stop, OperationPhase::Stopped)]);
+}
+
+/// A spec whose operation `name` soaks for `soak`.
+fn soaking(mut spec: ApplySpec, name: &str, soak: &str) -> ApplySpec {
+    for entry in spec.operations.iter_mut().filter(|entry| entry.name == name) {
+        entry.soak = Some(soak.into());
+    }
+    spec
+}
+
+#[test]
+fn a_soaking_operation_succeeds_only_after_healthy_for_its_soak() {
+    let spec = soaking(spec(1, FailurePolicy::Halt, 1), "a", "60s");
+    let healthy = [("a", Health::Healthy)];
+    let plan = plan_with(&spec, vec![running(ME, 1)], &healthy, 10);
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::Waiting, OperationPhase::Running)]);
+    let OperationWrite::Status { status: soak, .. } = &plan.writes[0] else { panic!("a write") };
+    assert_eq!(soak.soak_until.as_ref().map(|t| t.0), Some(at(70)), "the status says when");
+    assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(60)));
+    let still = plan_with(&spec, vec![(**soak).clone()], &healthy, 40);
+    assert!(still.writes.is_empty(), "healthy, still soaking");
+    let done = plan_with(&spec, vec![(**soak).clone()], &healthy, 70);
+    assert_eq!(writes(&done), vec![("a".into(), WriteKind::Finish, OperationPhase::Succeeded)]);
+}
+
+#[test]
+fn a_failure_during_the_soak_fails_it_and_a_break_starts_it_again() {
+    let spec = soaking(spec(1, FailurePolicy::Halt, 1), "a", "60s");
+    let soak = transitions::soak_started(&running(ME, 1), at(10), at(70)).expect("soaking");
+    let failed =
+        plan_with(&spec, vec![soak.clone()], &[("a", Health::Unhealthy("Job failed".into()))], 30);
+    assert_eq!(writes(&failed), vec![("a".into(), WriteKind::Finish, OperationPhase::Failed)]);
+    let broken = plan_with(&spec, vec![soak], &[("a", Health::Progressing)], 30);
+    assert_eq!(writes(&broken), vec![("a".into(), WriteKind::Waiting, OperationPhase::Running)]);
+    let OperationWrite::Status { status, .. } = &broken.writes[0] else { panic!("a write") };
+    assert_eq!(status.soak_until, None, "the soak starts again once healthy");
+}
+
+#[test]
+fn the_timeout_counts_the_soak() {
+    let spec = soaking(spec(1, FailurePolicy::Halt, 1), "a", "20m");
+    let soak = transitions::soak_started(&running(ME, 1), at(0), at(1200)).expect("soaking");
+    let plan = plan_with(&spec, vec![soak], &[("a", Health::Healthy)], 601);
+    assert_eq!(writes(&plan), vec![("a".into(), WriteKind::Finish, OperationPhase::Failed)]);
+}
+
+#[test]
+fn within_the_failure_budget_halt_goes_on_degraded_and_acts_on_the_failure_beyond_it() {
+    let mut spec = spec(5, FailurePolicy::Halt, 1);
+    spec.max_failed = Some(IntOrString::Int(1));
+    let one = plan(&spec, vec![failed(1), pending(0), pending(0), pending(0), pending(0)]);
+    assert_eq!(writes(&one), vec![("b".into(), WriteKind::Claim, OperationPhase::Running)]);
+    let status = one.status.expect("a status");
+    assert_eq!(status.phase, Some(ApplyPhase::Running));
+    assert!(status.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True"));
+    let two = plan(&spec, vec![failed(1), failed(1), pending(0), pending(0), pending(0)]);
+    assert!(two.writes.is_empty(), "the second failure exceeds the budget: no claim");
+    assert_eq!(two.status.and_then(|s| s.phase), Some(ApplyPhase::Failed));
+}
+
+#[test]
+fn a_percentage_budget_rounds_down_and_the_verdict_still_fails() {
+    let mut spec = spec(5, FailurePolicy::Halt, 1);
+    spec.max_failed = Some(IntOrString::String("20%".into()));
+    assert_eq!(facts(&spec).failure_budget(), 1);
+    let ended =
+        plan(&spec, vec![failed(1), succeeded(1), succeeded(1), succeeded(1), succeeded(1)]);
+    assert_eq!(ended.status.and_then(|s| s.phase), Some(ApplyPhase::Failed));
+    spec.max_failed = Some(IntOrString::String("10%".into()));
+    assert_eq!(facts(&spec).failure_budget(), 0, "10% of 5 rounds down to 0");
 }

@@ -63,6 +63,10 @@ pub fn claim(
     next.claim = Some(Claim { holder: holder.to_owned(), at: Time(now) });
     next.started_at = Some(Time(now));
     next.first_started_at = status.first_started_at.clone().or(Some(Time(now)));
+    // A new run soaks afresh (a stopped operation's soak starts again on resume).
+    next.healthy_since = None;
+    next.soak_until = None;
+    next.approval = None;
     next.reason = Some(reason::CLAIMED.to_owned());
     next.message = Some(format!("claimed by {holder} for attempt {}", next.attempt));
     set_ready(&mut next, now);
@@ -168,6 +172,37 @@ pub fn waiting(status: &OperationStatus, why: &str) -> Result<OperationStatus, R
     expect(status, OperationPhase::Running)?;
     let mut next = status.clone();
     next.message = Some(why.to_owned());
+    Ok(next)
+}
+
+/// `Running → Running`, soaking: its objects are healthy since `now`, and it succeeds at
+/// `until` unless their health breaks first.
+pub fn soak_started(
+    status: &OperationStatus,
+    now: Timestamp,
+    until: Timestamp,
+) -> Result<OperationStatus, Refused> {
+    expect(status, OperationPhase::Running)?;
+    let mut next = status.clone();
+    next.healthy_since = Some(Time(now));
+    next.soak_until = Some(Time(until));
+    next.reason = Some(reason::SOAKING.to_owned());
+    next.message = Some(format!(
+        "every applied object is healthy; soaking until {}",
+        until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ));
+    Ok(next)
+}
+
+/// `Running → Running`: the objects stopped being healthy during the soak, which starts again
+/// once they are.
+pub fn soak_interrupted(status: &OperationStatus, why: &str) -> Result<OperationStatus, Refused> {
+    expect(status, OperationPhase::Running)?;
+    let mut next = status.clone();
+    next.healthy_since = None;
+    next.soak_until = None;
+    next.reason = Some(reason::CLAIMED.to_owned());
+    next.message = Some(format!("soak interrupted ({why}); it starts again once healthy"));
     Ok(next)
 }
 

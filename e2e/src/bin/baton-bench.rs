@@ -7,7 +7,7 @@
 //! after each run, so they include everything each side sent.
 //!
 //! Run: `cargo run --release -p baton-e2e --bin baton-bench`. `BATON_BENCH_ONLY=throughput,
-//! fan-in,stop,verdict,fleet,scale` picks scenarios (`fleet` starts two workload clusters beside
+//! fan-in,stop,verdict,fleet,waiting,signals,scale` picks scenarios (`fleet` starts two workload clusters beside
 //! the management one and counts each API server's requests), `BATON_BENCH_PROFILE=short` runs small sizes
 //! (what CI runs), `BATON_BENCH_SCALE_APPLIES` / `BATON_BENCH_IDLE_SECONDS` size the scale
 //! scenario, `BATON_BENCH_LOG` sets the operator's `RUST_LOG`.
@@ -53,6 +53,12 @@ struct Sizes {
     idle: u64,
     /// Applies of three operations, one per cluster, for the fleet scenario.
     fleet: usize,
+    /// Operations waiting at once on Deployments that never become healthy.
+    waiting: usize,
+    /// Seconds the waiting scenario counts requests for.
+    waiting_window: u64,
+    /// Failing health signals timed one by one.
+    signals: usize,
 }
 
 impl Sizes {
@@ -73,6 +79,9 @@ impl Sizes {
                 scale: 2000,
                 idle: 60,
                 fleet: 100,
+                waiting: 200,
+                waiting_window: 60,
+                signals: 20,
             },
             Sizes {
                 throughput: 60,
@@ -82,6 +91,9 @@ impl Sizes {
                 scale: 40,
                 idle: 3,
                 fleet: 5,
+                waiting: 10,
+                waiting_window: 5,
+                signals: 3,
             },
         );
         let sizes = if short { small } else { full };
@@ -185,6 +197,9 @@ fn spec(namespace: &str, policy: FailurePolicy, max: u32, manifests: Vec<Value>)
                 target: Target { namespace: namespace.to_owned(), cluster: None },
                 manifests: Some(vec![manifest]),
                 timeout: "10m".to_owned(),
+                values: Default::default(),
+                approval: None,
+                soak: None,
             })
             .collect(),
         template: None,
@@ -195,6 +210,9 @@ fn spec(namespace: &str, policy: FailurePolicy, max: u32, manifests: Vec<Value>)
         service_account_name: Some(DEPLOYER.to_owned()),
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        max_failed: None,
+        approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 
@@ -287,6 +305,9 @@ fn op_object(apply: &Apply, index: usize, entry: &OperationEntry) -> Operation {
             target: entry.target.clone(),
             manifests: entry.manifests.clone().unwrap_or_default(),
             timeout: entry.timeout.clone(),
+            approval: None,
+            soak: None,
+            values_error: None,
         },
         status: None,
     }
@@ -642,6 +663,203 @@ async fn failure_to_verdict(client: &Client, sizes: Sizes) -> Row {
     Row { scenario, operations: 1, baton, baseline: None }
 }
 
+/// A Deployment whose one pod runs but never becomes ready.
+fn held_deployment(name: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}, "annotations": {pods::CONTAINER: pods::NOT_READY}},
+            "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]},
+        }},
+    })
+}
+
+/// A gauge of the operator's `/metrics`.
+async fn operator_gauge(operator: &Operator, name: &str) -> Option<f64> {
+    let (_, body) = http_get(operator.admin, "/metrics").await?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Every request the API server counted, all verbs and resources.
+fn all_requests(before: &Counts, after: &Counts) -> f64 {
+    after.iter().map(|(key, value)| value - before.get(key).copied().unwrap_or(0.0)).sum()
+}
+
+/// Waiting: operations that wait at once, each on a Deployment that never becomes healthy,
+/// spread over ten target namespaces. Counts every request the API server serves in a window
+/// while they wait, less the same window with the operator idle before (the cluster's own
+/// components), per waiting operation per minute; then stops the rollout and times the
+/// watches closing.
+async fn waiting(client: &Client, sizes: Sizes) {
+    let count = sizes.waiting;
+    let window = Duration::from_secs(sizes.waiting_window);
+    let (ns, operator) = baton_side(client, "bench-wait").await;
+    let rules = vec![PolicyRule {
+        api_groups: Some(vec!["apps".into()]),
+        resources: Some(vec!["deployments".into()]),
+        verbs: ["get", "list", "watch", "create", "update", "patch"].map(String::from).to_vec(),
+        ..PolicyRule::default()
+    }];
+    let mut targets = Vec::new();
+    for _ in 0..count.clamp(1, 10) {
+        let target = TestNamespace::create(client, "bench-wait-t").await;
+        baton_e2e::grant(client, &target.name, (&ns.name, DEPLOYER), rules.clone()).await;
+        targets.push(target);
+    }
+    let operations: Vec<OperationEntry> = (0..count)
+        .map(|index| OperationEntry {
+            name: format!("op{index}"),
+            target: Target {
+                namespace: targets[index % targets.len()].name.clone(),
+                cluster: None,
+            },
+            manifests: Some(vec![held_deployment(&format!("held-{index}"))]),
+            timeout: "1h".to_owned(),
+            values: Default::default(),
+            approval: None,
+            soak: None,
+        })
+        .collect();
+    let max = u32::try_from(count).unwrap_or(500);
+    let spec = ApplySpec { operations, ..spec(&ns.name, FailurePolicy::Halt, max, Vec::new()) };
+    // Quiet: what the cluster's own components request in the same window.
+    let quiet_before = scrape(client).await;
+    tokio::time::sleep(window).await;
+    let quiet = all_requests(&quiet_before, &scrape(client).await);
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    applies.create(&PostParams::default(), &Apply::new("wait", spec)).await.expect("an Apply");
+    let ops: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
+    let started = Instant::now();
+    wait_for("every operation waiting on its replicas", Duration::from_secs(600), || async {
+        let list = ops.list(&Default::default()).await.ok()?;
+        let waiting = list
+            .items
+            .iter()
+            .filter(|op| {
+                op.status.as_ref().is_some_and(|status| {
+                    status.phase == OperationPhase::Running
+                        && status.message.as_deref().is_some_and(|m| m.contains("replicas"))
+                })
+            })
+            .count();
+        (waiting == count).then_some(())
+    })
+    .await;
+    let settled_in = started.elapsed();
+    // Let the workload controllers finish reporting the held pods.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = scrape(client).await;
+    tokio::time::sleep(window).await;
+    let after = scrape(client).await;
+    let busy = all_requests(&before, &after);
+    let minutes = window.as_secs_f64() / 60.0;
+    let per_op = (busy - quiet).max(0.0) / count as f64 / minutes;
+    let watches = operator_gauge(&operator, "baton_health_watches").await.unwrap_or(-1.0);
+    let rss = rss_kib(operator.pid()) as f64 / 1024.0;
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    for ((verb, resource, subresource), value) in &after {
+        let change = value
+            - before
+                .get(&(verb.clone(), resource.clone(), subresource.clone()))
+                .copied()
+                .unwrap_or(0.0);
+        if change > 0.0 {
+            *by_kind
+                .entry(format!(
+                    "{verb} {resource}{}{subresource}",
+                    if subresource.is_empty() { "" } else { "/" }
+                ))
+                .or_default() += change;
+        }
+    }
+    let kinds: Vec<String> = by_kind.iter().map(|(kind, n)| format!("{kind} {n:.0}")).collect();
+    applies
+        .patch("wait", &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": true}})))
+        .await
+        .expect("stop");
+    let stopping = Instant::now();
+    wait_for("the health watches to close", Duration::from_secs(120), || async {
+        (operator_gauge(&operator, "baton_health_watches").await == Some(0.0)).then_some(())
+    })
+    .await;
+    println!(
+        "\nwaiting: {count} operations over {} namespaces, all waiting {:.1}s after the Apply was created; \
+         requests in {}s: {busy:.0} (cluster alone: {quiet:.0}) = {per_op:.2} per waiting operation per minute; \
+         health watches open: {watches:.0}; operator RSS {rss:.1} MiB; after the stop the watches closed in {:.1}s\n  requests by kind: {}",
+        targets.len(),
+        settled_in.as_secs_f64(),
+        window.as_secs(),
+        stopping.elapsed().as_secs_f64(),
+        kinds.join(", ")
+    );
+    drop(operator);
+}
+
+/// Failure to verdict, signal by signal: Applies each wait on a Job whose pod is held; one at
+/// a time, its pod fails, and the time from the Job's `Failed` condition (the health signal)
+/// to the Apply's `status.error` is taken.
+async fn signals(client: &Client, sizes: Sizes) {
+    let count = sizes.signals;
+    let (ns, operator) = baton_side(client, "bench-sig").await;
+    let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
+    let ops: Api<Operation> = Api::namespaced(client.clone(), &ns.name);
+    for index in 0..count {
+        let job = json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": format!("sig-{index}")},
+            "spec": {"backoffLimit": 0, "template": {
+                "metadata": {"annotations": {pods::CONTAINER: pods::NOT_READY}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.invalid/c:1"}]},
+            }},
+        });
+        let spec = spec(&ns.name, FailurePolicy::Halt, 1, vec![job]);
+        applies
+            .create(&PostParams::default(), &Apply::new(&format!("sig{index}"), spec))
+            .await
+            .expect("an Apply");
+    }
+    let mut latencies = Vec::with_capacity(count);
+    for index in 0..count {
+        let operation = format!("sig{index}-op0");
+        while !is_running(&ops, &operation).await {
+            tokio::time::sleep(POLL).await;
+        }
+        pods::fail(client, &ns.name, &format!("job-name=sig-{index}")).await;
+        loop {
+            let job = jobs.get_opt(&format!("sig-{index}")).await.ok().flatten();
+            let conditions =
+                job.and_then(|j| j.status).and_then(|s| s.conditions).unwrap_or_default();
+            if conditions.iter().any(|c| c.type_ == "Failed" && c.status == "True") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let signal = Instant::now();
+        loop {
+            let apply = applies.get(&format!("sig{index}")).await.ok();
+            if apply.and_then(|a| a.status).and_then(|s| s.error).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(signal.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |quantile: f64| {
+        let position = ((latencies.len() as f64 - 1.0) * quantile).round() as usize;
+        latencies.get(position).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "\nfailure to verdict over {count} signals (Job Failed condition seen by the runner to status.error): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        at(0.5),
+        at(0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    drop(operator);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -710,6 +928,7 @@ async fn scale(client: &Client, sizes: Sizes) {
                     finalizer: false,
                     operations_created: false,
                     idempotency: Idempotency::NotRequired,
+                    approvers: Default::default(),
                 };
                 let status = project(&facts, &children);
                 let body =
@@ -972,6 +1191,12 @@ fn main() {
             print_header();
             print_table(&[row]);
             print_fleet(&baton, &baseline);
+        }
+        if selected("waiting") {
+            waiting(&client, sizes).await;
+        }
+        if selected("signals") {
+            signals(&client, sizes).await;
         }
         if selected("scale") {
             scale(&client, sizes).await;

@@ -195,7 +195,7 @@ fn chart_lints_and_renders() {
             "--lease-duration-seconds=15",
             "--lease-grace-seconds=5",
             "--idempotency-ttl-seconds=3600",
-            "--health-poll-seconds=0.5",
+            "--health-reread-seconds=60",
             "--concurrency=16",
         ]
     );
@@ -251,7 +251,7 @@ fn chart_lints_and_renders() {
     // The flags follow the values; `--namespace` only when one is set.
     let tuned = render(&[
         "--set",
-        "watchNamespace=apps,logFormat=text,concurrency=4,healthPollSeconds=2",
+        "watchNamespace=apps,logFormat=text,concurrency=4,healthRereadSeconds=2",
         "--set",
         "defaultServiceAccount=deployer,leaseDurationSeconds=30,leaseGraceSeconds=10",
         "--set",
@@ -266,7 +266,7 @@ fn chart_lints_and_renders() {
             "--lease-duration-seconds=30",
             "--lease-grace-seconds=10",
             "--idempotency-ttl-seconds=600",
-            "--health-poll-seconds=2",
+            "--health-reread-seconds=2",
             "--concurrency=4",
             "--namespace=apps",
         ]

@@ -45,6 +45,9 @@ fn fleet_spec(
                 },
                 manifests: Some(vec![manifest]),
                 timeout: timeout.to_owned(),
+                values: Default::default(),
+                approval: None,
+                soak: None,
             })
             .collect(),
         template: None,
@@ -55,6 +58,9 @@ fn fleet_spec(
         service_account_name: Some(DEPLOYER.to_owned()),
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        max_failed: None,
+        approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 

@@ -45,10 +45,15 @@ async fn plugin_stops_resumes_dismisses_and_watches_a_rollout() {
     let (ok, stdout, _) = run(&["status", "rollout", "-n", n]);
     assert!(ok);
     assert!(stdout.starts_with("apply/rollout  Stopped  0/3"), "{stdout}");
-    for branch in
-        ["├─ a  Stopped    attempt 1", "├─ b  Stopped    attempt 0", "└─ c  Stopped    attempt 0"]
-    {
-        assert!(stdout.contains(branch), "status lacks `{branch}`:\n{stdout}");
+    // Each operation with its target (`cluster/namespace` for a registered cluster), in
+    // columns; compared with the padding collapsed.
+    let collapsed: String = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    for branch in [
+        format!("├─ a {n} Stopped attempt 1"),
+        format!("├─ b {n}-later Stopped attempt 0"),
+        format!("└─ c {n} Stopped attempt 0"),
+    ] {
+        assert!(collapsed.contains(&branch), "status lacks `{branch}`:\n{stdout}");
     }
 
     let (ok, stdout, stderr) = run(&["resume", "rollout", "-n", n]);

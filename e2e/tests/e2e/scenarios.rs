@@ -173,12 +173,19 @@ async fn continue_runs_siblings_past_a_failure_then_fails_the_verdict() {
     world.wait_operation_phase("cont", "b", OperationPhase::Running).await;
     pods::fail(&world.client, &ns, &job_pods("migrate")).await;
     world.wait_operation_phase("cont", "c", OperationPhase::Running).await;
-    let apply = world.apply("cont").await;
-    let status = apply.status.expect("a status");
+    // The parent status is written after the Operation writes of the same pass: wait for it.
+    let applies = world.applies();
+    let status = wait_for("the Apply to go on Degraded", PATIENCE, || {
+        let applies = applies.clone();
+        async move {
+            let status = applies.get("cont").await.ok()?.status?;
+            let degraded =
+                status.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True");
+            degraded.then_some(status)
+        }
+    })
+    .await;
     assert_eq!(status.phase, Some(ApplyPhase::Running));
-    let degraded =
-        status.conditions.iter().find(|c| c.type_ == "Degraded").map(|c| c.status.clone());
-    assert_eq!(degraded.as_deref(), Some("True"));
     pods::release(&world.client, &ns, &app("web-c")).await;
     world.wait_operation_phase("cont", "d", OperationPhase::Running).await;
     pods::release(&world.client, &ns, &app("web-d")).await;

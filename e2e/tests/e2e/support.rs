@@ -251,6 +251,9 @@ pub fn spec(
                 target: Target { namespace: namespace.to_owned(), cluster: None },
                 manifests: Some(vec![manifest]),
                 timeout: "10m".to_owned(),
+                values: Default::default(),
+                approval: None,
+                soak: None,
             })
             .collect(),
         template: None::<ApplyTemplate>,
@@ -261,6 +264,9 @@ pub fn spec(
         service_account_name: Some(DEPLOYER.to_owned()),
         idempotency_key: None,
         dedup_on: DedupOn::Success,
+        max_failed: None,
+        approvals: Vec::new(),
+        health_checks: Vec::new(),
     }
 }
 

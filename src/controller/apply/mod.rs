@@ -42,6 +42,9 @@ const RETRY_SOON: Duration = Duration::from_millis(200);
 const KEY_RETRY: Duration = Duration::from_secs(2);
 /// How soon to look again at an Apply that waits for nothing.
 const IDLE_LOOK: Duration = Duration::from_secs(60);
+/// How soon to look again at a run whose health could not be read (an API server that did not
+/// answer): no watch says when it can be.
+const HEALTH_RETRY: Duration = Duration::from_secs(1);
 
 /// Ends the pass early with `action` when a step says so.
 macro_rules! step {
@@ -79,23 +82,29 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
         context.leases.release(&snapshot.uid);
     } else if context.leases.acquire(apply).await?.is_none() {
         debug!("lease held elsewhere; waiting");
+        // The holder watches what its runs wait on.
+        context.engine.watches().forget(&snapshot.uid);
         return Ok(Action::requeue(LEASE_RETRY));
     }
     step!(key::take(&mut snapshot, &key_write, context).await?);
     timings.mark("read");
-    let health = match observe {
+    let observed = match observe {
         true => observe::runs(&snapshot, context).await,
-        false => BTreeMap::new(),
+        false => {
+            // A stop in effect: the running operations stop at this check, unobserved.
+            context.engine.watches().forget(&snapshot.uid);
+            observe::Observed { health: BTreeMap::new(), retry_soon: false }
+        }
     };
     timings.mark("observed");
-    let written = step!(writes::decide_and_write(&mut snapshot, &health, context).await?);
+    let written = step!(writes::decide_and_write(&mut snapshot, &observed.health, context).await?);
     timings.mark("written");
     let published = step!(status::publish(&snapshot, context).await?);
     timings.mark("projected");
     events::publish_all(apply, &written.notes, context).await;
     timings.mark("recorded");
     debug!(timings = %timings, operations = snapshot.operations.len(), "pass");
-    settle(&snapshot, &published, written.timeout, context).await
+    settle(&snapshot, &published, written.timeout, observed.retry_soon, context).await
 }
 
 /// The last step: the key's end-of-rollout write, then what the core says comes next.
@@ -103,17 +112,19 @@ async fn settle(
     snapshot: &Snapshot<'_>,
     published: &status::Published,
     timeout: Option<Duration>,
+    retry_soon: bool,
     context: &Context,
 ) -> Result<Action> {
     let end = snapshot.key.next_write(published.status.phase, snapshot.deleting());
     if end.ends_the_key() && !snapshot.key.write(&end).await? {
         return Ok(Action::requeue(RETRY_SOON));
     }
-    let pace = Pace {
-        health_check: context.settings.health_poll_interval,
-        key_holder: KEY_RETRY,
-        idle: IDLE_LOOK,
+    // Health changes wake the Apply through the watches; what is left is the safety re-read.
+    let health_check = match retry_soon {
+        true => HEALTH_RETRY,
+        false => context.settings.health_reread_interval,
     };
+    let pace = Pace { health_check, key_holder: KEY_RETRY, idle: IDLE_LOOK };
     match lifecycle::next(&snapshot.facts(), &published.status, timeout, published.held_back, &pace)
     {
         Next::Requeue(wait) => Ok(Action::requeue(wait)),
@@ -135,6 +146,7 @@ async fn settle(
 /// for it is dropped.
 pub(super) fn let_go(context: &Context, uid: &str) {
     context.leases.release(uid);
+    context.engine.watches().forget(uid);
     context.status_writes.forget(uid);
     context.children.forget(uid);
 }

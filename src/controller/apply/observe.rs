@@ -1,26 +1,37 @@
 //! The observe step: for each running operation this replica holds, server-side apply its
 //! manifests once per run (the engine), then read the health of what it applied. The runs are
 //! independent and go side by side. What it sees goes to `lifecycle::decide` as `Health`; it
-//! writes nothing.
+//! writes nothing. What the runs wait on is handed to the engine's watches, whose next change
+//! of it wakes this Apply.
 
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info};
 
 use super::Context;
 use super::snapshot::Snapshot;
 use crate::controller::Dispatch;
 use crate::crd::{Operation, OperationPhase};
-use crate::engine::RunTarget;
+use crate::engine::{Check, RunTarget, Wants};
 use crate::lifecycle::Health;
+
+/// What the observe step saw.
+pub(super) struct Observed {
+    /// The health of each run this replica holds, by operation name.
+    pub health: BTreeMap<String, Health>,
+    /// Some run could not be read and no watch will say when to look again.
+    pub retry_soon: bool,
+}
 
 /// How many running operations of one Apply are applied and checked at once.
 const OBSERVE_CONCURRENCY: usize = 16;
 
-/// Runs (dispatches) and checks every operation this replica holds, by operation name.
-pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> BTreeMap<String, Health> {
+/// Runs (dispatches) and checks every operation this replica holds, by operation name, and
+/// tells the watches what they wait on.
+pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Observed {
     let identity = context.leases.identity();
     let service_account = snapshot
         .apply
@@ -50,15 +61,28 @@ pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> BTreeMap
                 service_account: &service_account,
                 operation: &op.spec,
                 named_service_account: snapshot.apply.spec.service_account_name.as_deref(),
+                health_checks: &snapshot.apply.spec.health_checks,
             };
             run(op, target, context)
         })
         .collect();
-    futures::stream::iter(checks).buffer_unordered(OBSERVE_CONCURRENCY).collect().await
+    let checked: Vec<(String, Check, Wants)> =
+        futures::stream::iter(checks).buffer_unordered(OBSERVE_CONCURRENCY).collect().await;
+    let mut wants = Wants::new();
+    let mut observed = Observed { health: BTreeMap::new(), retry_soon: false };
+    for (name, check, run_wants) in checked {
+        for (key, names) in run_wants {
+            wants.entry(key).or_default().extend(names);
+        }
+        observed.retry_soon |= check.retry_soon;
+        observed.health.insert(name, check.health);
+    }
+    context.engine.watches().want(ObjectRef::from_obj(snapshot.apply), &snapshot.uid, wants);
+    observed
 }
 
-/// Applies one running operation (once per run) and reads its health.
-async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (String, Health) {
+/// Applies one running operation (once per run) and reads its health, and what it waits on.
+async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (String, Check, Wants) {
     let name = op.spec.name.clone();
     let attempt = op.status.as_ref().map_or(0, |status| status.attempt);
     let run = (op.uid().unwrap_or_default(), attempt);
@@ -75,7 +99,9 @@ async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (Strin
                     // the operation's timeout decide if it never does. The Operation's message
                     // says why it waits; the log would only repeat it every check.
                     debug!(operation = %name, attempt, message = %failure.message, "apply interrupted; retrying");
-                    return (name, Health::Waiting(failure.message));
+                    let check =
+                        Check { health: Health::Waiting(failure.message), retry_soon: true };
+                    return (name, check, Wants::new());
                 }
                 Err(failure) => {
                     info!(operation = %name, attempt, message = %failure.message, "apply failed");
@@ -86,9 +112,15 @@ async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (Strin
             dispatch
         }
     };
-    match dispatch {
-        Dispatch::Applied(inventory) => (name, context.engine.health(&target, &inventory).await),
+    let mut wants = Wants::new();
+    let check = match dispatch {
+        Dispatch::Applied(inventory) => {
+            context.engine.health(&target, &inventory, &mut wants).await
+        }
         // Reported until the failure is written, never re-applied in the same run.
-        Dispatch::Failed(failure) => (name, Health::DispatchFailed(failure.message)),
-    }
+        Dispatch::Failed(failure) => {
+            Check { health: Health::DispatchFailed(failure.message), retry_soon: false }
+        }
+    };
+    (name, check, wants)
 }

@@ -2,7 +2,7 @@
 //! own writes; a list before the cache is ready) and its idempotency key (`Key`), as the one
 //! snapshot the later steps read from and update as they write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::Context;
 use crate::controller::keys;
-use crate::crd::{Apply, ApplyPhase, FINALIZER, LABEL_APPLY, Operation};
+use crate::crd::{Apply, ApplyPhase, ApprovalRecord, FINALIZER, LABEL_APPLY, Operation};
 use crate::lifecycle::{
     ApplyFacts, Begin, Child, Idempotency, KeyRecord, KeyWrite, begin, key_write, observe_key,
     project,
@@ -81,6 +81,7 @@ impl<'a> Snapshot<'a> {
             finalizer: self.finalizer,
             operations_created: self.operations_created(),
             idempotency: self.key.idempotency(),
+            approvers: approvers(self.apply),
         }
     }
 
@@ -112,6 +113,30 @@ impl<'a> Snapshot<'a> {
     pub fn operations_api(&self, context: &Context) -> Api<Operation> {
         Api::namespaced(context.client.clone(), &self.namespace)
     }
+}
+
+/// Who wrote each name of `spec.approvals`, and when, as the API server recorded it in the
+/// Apply's managed fields: the latest write of that item (a set, so each name has its own
+/// owner), else of the whole list.
+fn approvers(apply: &Apply) -> BTreeMap<String, ApprovalRecord> {
+    let mut found: BTreeMap<String, ApprovalRecord> = BTreeMap::new();
+    let entries = apply.metadata.managed_fields.as_deref().unwrap_or_default();
+    for name in &apply.spec.approvals {
+        let item = format!("v:{}", serde_json::Value::String(name.clone()));
+        let owners = entries.iter().filter_map(|entry| {
+            let fields = entry.fields_v1.as_ref()?;
+            let list = fields.0.get("f:spec")?.get("f:approvals")?;
+            let own = list.get(&item).is_some() || list.as_object().is_some_and(|l| l.is_empty());
+            own.then(|| ApprovalRecord {
+                by: entry.manager.clone().unwrap_or_else(|| "unknown".to_owned()),
+                at: entry.time.clone(),
+            })
+        });
+        if let Some(latest) = owners.max_by_key(|record| record.at.as_ref().map(|t| t.0)) {
+            found.insert(name.clone(), latest);
+        }
+    }
+    found
 }
 
 /// Lists the Apply's Operations (only before the watch cache has listed them once).

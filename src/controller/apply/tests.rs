@@ -167,7 +167,7 @@ fn harness(api: Arc<Mutex<FakeApi>>) -> Harness {
         namespace: None,
         identity: ME.to_owned(),
         default_service_account: "default".to_owned(),
-        health_poll_interval: Duration::from_millis(500),
+        health_reread_interval: Duration::from_secs(60),
         lease: timing,
         idempotency_ttl: Duration::from_secs(3600),
         admin_address: ([127, 0, 0, 1], 0).into(),
@@ -177,7 +177,11 @@ fn harness(api: Arc<Mutex<FakeApi>>) -> Harness {
     let context = Context {
         recorder: Recorder::new(client.clone(), Reporter::from("baton")),
         leases: ApplyLeases::new(client.clone(), ME.to_owned(), timing, wake, metrics.clone()),
-        engine: Engine::new(config, client.clone()),
+        engine: Engine::new(
+            config,
+            client.clone(),
+            crate::engine::watches::Watches::new(None, Default::default(), Duration::from_secs(60)),
+        ),
         metrics,
         settings,
         runs: Runs::default(),
@@ -286,6 +290,9 @@ fn seed(
                 target: entry.target.clone(),
                 manifests: Vec::new(),
                 timeout: entry.timeout.clone(),
+                approval: None,
+                soak: None,
+                values_error: None,
             },
             status: Some(status),
         };

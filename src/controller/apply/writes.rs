@@ -22,7 +22,7 @@ use crate::crd::{
     OperationSpec, OperationStatus,
 };
 use crate::lifecycle::{
-    Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide,
+    Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide, expand, values_of,
 };
 use crate::{Error, Result};
 
@@ -274,11 +274,16 @@ fn new_operation(apply: &Apply, index: u32, name: &str, recreated: bool) -> Resu
     let entry = usize::try_from(index).ok().and_then(|i| apply.spec.operations.get(i)).ok_or_else(
         || Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}")),
     )?;
-    let manifests = entry
+    let written = entry
         .manifests
         .clone()
         .or_else(|| apply.spec.template.as_ref().map(|template| template.manifests.clone()))
         .unwrap_or_default();
+    // Values are expanded here, once: what the operation applies is fixed and visible on it.
+    let (manifests, values_error) = match expand(&written, &values_of(entry)) {
+        Ok(expanded) => (expanded, None),
+        Err(error) => (written, Some(format!("operation `{name}`: {error}"))),
+    };
     let owner = apply.controller_owner_ref(&()).ok_or_else(|| {
         Error::Malformed(format!("Apply `{apply_name}` cannot own objects (no uid)"))
     })?;
@@ -304,6 +309,9 @@ fn new_operation(apply: &Apply, index: u32, name: &str, recreated: bool) -> Resu
             target: entry.target.clone(),
             manifests,
             timeout: entry.timeout.clone(),
+            approval: entry.approval,
+            soak: entry.soak.clone(),
+            values_error,
         },
         status: None,
     })
