@@ -47,7 +47,7 @@ say "installing the CRDs (\`baton crds\`) and the operator's RBAC"
 "$baton" crds | kubectl apply --server-side --field-manager=baton-demo -f - > /dev/null
 kubectl wait --for=condition=Established crd/applies.baton.dev crd/operations.baton.dev --timeout=60s > /dev/null
 kubectl apply -f config/rbac/role.yaml > /dev/null
-if [[ -n "${local_cluster:-}" ]]; then
+if ((local_cluster)); then
     # The policy names the operator's identity (baton-system/baton), which the operator has on
     # the local control plane; on your cluster the demo's operator runs as you, so it is not
     # installed there (install config/policy/ with the operator itself, or use the chart).
@@ -204,7 +204,7 @@ kubectl baton status fleet -n "$ns"
 kubectl baton approve fleet us -n "$ns"
 wait_phase fleet Succeeded
 kubectl get operations -n "$ns" -l baton.dev/apply=fleet
-say "each cluster has its own Deployment, rolled out"
+say "each target has its own Deployment, rolled out (kubectl get deployment web, on each cluster)"
 kubectl get deployment web -n demo-fleet-dev
 for name in eu us; do
     echo "--- $name"
