@@ -441,10 +441,12 @@ impl Engine {
                 namespace: entry.namespace.clone(),
             };
             let (mut known, watch_error) = self.known(&key, &entry.name);
-            if watch_error.is_some() && place.cluster.is_some() {
-                // A registered cluster's watch failing may be the cluster going away: read it,
-                // so an unreachable cluster is said so at once, not at the next re-read.
+            if watch_error.is_some() {
+                // While its watch fails (an API server restarting, a registered cluster going
+                // away), the object is read directly and looked at again soon: what the watch
+                // would have said is not waited for, and an unreachable cluster is said at once.
                 known = None;
+                retry_soon = true;
             } else if known.is_none() {
                 // Stale (its watch may have stalled): one LIST re-reads everything the watch
                 // carries, so the safety re-read costs a request per watch, not per object.
@@ -481,7 +483,7 @@ impl Engine {
             watched.push((key, entry.name.clone(), resource));
             let stalled = watch_error
                 .map(|error| {
-                    format!(" (its watch fails, so it is read again every minute: {error})")
+                    format!(" (its watch fails, so it is read directly until it recovers: {error})")
                 })
                 .unwrap_or_default();
             let Some(object) = object else {
