@@ -450,14 +450,15 @@ struct Row {
 fn print_header() {
     println!();
     println!(
-        "| scenario | baton s | baseline s | ratio | baton writes/op | baseline writes/op | baton writes by kind | baseline writes by kind |"
+        "| scenario | baton s | baseline s | ratio | baton writes/op | baseline writes/op | baton reads/op | baseline reads/op | baton writes by kind | baseline writes by kind |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn print_table(rows: &[Row]) {
     for row in rows {
         let per_op = |run: &Run| run.total_writes() / row.operations.max(1) as f64;
+        let reads_per_op = |run: &Run| run.reads / row.operations.max(1) as f64;
         let kinds = |run: &Run| {
             run.writes
                 .iter()
@@ -467,21 +468,24 @@ fn print_table(rows: &[Row]) {
         };
         match &row.baseline {
             Some(baseline) => println!(
-                "| {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {} | {} |",
+                "| {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
                 row.scenario,
                 row.baton.seconds,
                 baseline.seconds,
                 row.baton.seconds / baseline.seconds.max(1e-9),
                 per_op(&row.baton),
                 per_op(baseline),
+                reads_per_op(&row.baton),
+                reads_per_op(baseline),
                 kinds(&row.baton),
                 kinds(baseline)
             ),
             None => println!(
-                "| {} | {:.3} | - | - | {:.2} | - | {} | - |",
+                "| {} | {:.3} | - | - | {:.2} | - | {:.2} | - | {} | - |",
                 row.scenario,
                 row.baton.seconds,
                 per_op(&row.baton),
+                reads_per_op(&row.baton),
                 kinds(&row.baton)
             ),
         }
