@@ -171,19 +171,27 @@ impl Fleet {
         serde_json::to_value(object).expect("an Operation as JSON")
     }
 
-    /// Waits until the operation's `status.message` contains every piece of `pieces`.
+    /// Waits until the operation's `status.message` contains every piece of `pieces`; on
+    /// timeout, says what the operation last showed and where the operator's log is.
     async fn wait_message(&self, apply: &str, operation: &str, pieces: &[&str], within: Duration) {
-        let operations = self.world.operations();
+        let deadline = Instant::now() + within;
         let object = format!("{apply}-{operation}");
-        wait_for(&format!("`{object}`'s message to say {pieces:?}"), within, || {
-            let operations = operations.clone();
-            let object = object.clone();
-            async move {
-                let message = operations.get(&object).await.ok()?.status?.message?;
-                pieces.iter().all(|piece| message.contains(piece)).then_some(())
+        loop {
+            let status = status_of(&self.world.operation(apply, operation).await);
+            let message = status.message.clone().unwrap_or_default();
+            if pieces.iter().all(|piece| message.contains(piece)) {
+                return;
             }
-        })
-        .await;
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for `{object}`'s message to say {pieces:?}; \
+                 it is {:?} {:?}: `{message}` (operator log: {})",
+                status.phase,
+                status.reason,
+                self.world.operator.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
