@@ -154,9 +154,51 @@ impl WorkloadCluster {
         StoppedApiserver::stop(&self.state).await
     }
 
-    /// Starts a kube-apiserver [`Self::stop_apiserver`] stopped and waits until it serves.
+    /// Starts a kube-apiserver [`Self::stop_apiserver`] stopped and waits until the cluster is
+    /// whole again ([`Self::wait_usable`]).
     pub async fn start_apiserver(&self, stopped: StoppedApiserver) {
         stopped.start(&self.kubeconfig).await;
+        self.wait_usable().await;
+    }
+
+    /// Waits until the API server serves and every fake node is Ready without a
+    /// `node.kubernetes.io/*` taint. After a long outage the node lifecycle controller may have
+    /// marked the node unreachable (kwok could not renew its lease meanwhile); until kwok's next
+    /// heartbeat lifts that, no pod is scheduled, which a test would misread as baton's fault.
+    pub async fn wait_usable(&self) {
+        let admin = self.admin().await;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin);
+        wait_for(
+            &format!("workload cluster `{}` to serve with schedulable nodes", self.name),
+            Duration::from_secs(120),
+            || {
+                let nodes = nodes.clone();
+                async move {
+                    let list = nodes.list(&Default::default()).await.ok()?;
+                    let usable = !list.items.is_empty()
+                        && list.items.iter().all(|node| {
+                            let spec = node.spec.clone().unwrap_or_default();
+                            let tainted = spec
+                                .taints
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|taint| taint.key.starts_with("node.kubernetes.io/"));
+                            let ready = node
+                                .status
+                                .as_ref()
+                                .and_then(|status| status.conditions.as_ref())
+                                .is_some_and(|conditions| {
+                                    conditions
+                                        .iter()
+                                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                                });
+                            ready && !tainted
+                        });
+                    usable.then_some(())
+                }
+            },
+        )
+        .await;
     }
 
     /// A kubeconfig (YAML) for this cluster with `token`, as a registration Secret holds it.
