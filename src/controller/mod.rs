@@ -119,12 +119,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     serve_admin(&settings, &metrics, &ready);
 
-    let (applies, operations): (Api<Apply>, Api<Operation>) = match &settings.namespace {
-        Some(namespace) => {
-            (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))
-        }
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (applies, operations) = watched_apis(&client, settings.namespace.as_deref());
     // The Operation watch both wakes their Apply and fills the cache reconciles read from
     // (without managed fields, which nothing here reads).
     let (operation_store, operation_cache) = reflector::store();
@@ -134,33 +129,8 @@ pub async fn run(settings: Settings) -> Result<()> {
         .reflect(operation_cache)
         .touched_objects();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let reporter =
-        Reporter { controller: "baton".into(), instance: Some(settings.identity.clone()) };
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        leases: ApplyLeases::new(
-            client.clone(),
-            settings.identity.clone(),
-            settings.lease,
-            wake.clone(),
-            metrics.clone(),
-        ),
-        engine: Engine::new(
-            config,
-            client.clone(),
-            Watches::new(
-                Some(wake.clone()),
-                metrics.health_watches.clone(),
-                settings.health_reread_interval,
-            ),
-        ),
-        metrics,
-        runs: Runs::default(),
-        status_writes: StatusWrites::default(),
-        children: Children::new(operation_store),
-        settings: settings.clone(),
-        client: client.clone(),
-    });
+    let context =
+        Arc::new(context(config, client, &settings, metrics, wake, Children::new(operation_store)));
     // An Apply that is gone needs no reconcile (and gets none: a deleted object is not passed
     // on), but its lease manager must stop at once, not at the next sweep.
     let (apply_store, apply_cache) = reflector::store();
@@ -188,16 +158,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         .shutdown_on_signal()
         .run(apply::reconcile, error_policy, context.clone())
         .for_each(|outcome| {
-            // Reconcile failures are logged by `error_policy`; watch failures only here.
-            use kube::runtime::controller::Error as ControllerError;
-            match outcome {
-                // A retry scheduled for an Apply that was deleted meanwhile: nothing to do.
-                Err(ControllerError::ObjectNotFound(object)) => {
-                    tracing::debug!(%object, "gone before its retry");
-                }
-                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "controller"),
-            }
+            log_controller_outcome(outcome);
             futures::future::ready(())
         })
         .await;
@@ -206,6 +167,68 @@ pub async fn run(settings: Settings) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     tracing::info!("baton operator stopped");
     Ok(())
+}
+
+/// The Applies and Operations the operator watches: of one namespace, or all.
+fn watched_apis(client: &Client, namespace: Option<&str>) -> (Api<Apply>, Api<Operation>) {
+    match namespace {
+        Some(namespace) => {
+            (Api::namespaced(client.clone(), namespace), Api::namespaced(client.clone(), namespace))
+        }
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    }
+}
+
+/// What every reconcile shares, built once.
+fn context(
+    config: kube::Config,
+    client: Client,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    wake: tokio::sync::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<Apply>>,
+    children: Children,
+) -> Context {
+    let reporter =
+        Reporter { controller: "baton".into(), instance: Some(settings.identity.clone()) };
+    let watches = Watches::new(
+        Some(wake.clone()),
+        metrics.health_watches.clone(),
+        settings.health_reread_interval,
+    );
+    Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        leases: ApplyLeases::new(
+            client.clone(),
+            settings.identity.clone(),
+            settings.lease,
+            wake,
+            metrics.clone(),
+        ),
+        engine: Engine::new(config, client.clone(), watches),
+        metrics,
+        runs: Runs::default(),
+        status_writes: StatusWrites::default(),
+        children,
+        settings: settings.clone(),
+        client,
+    }
+}
+
+/// Reconcile failures are logged by `error_policy`; the controller's own failures here.
+fn log_controller_outcome<T, E>(
+    outcome: std::result::Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
+) where
+    E: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error as ControllerError;
+    match outcome {
+        // A retry scheduled for an Apply that was deleted meanwhile: nothing to do.
+        Err(ControllerError::ObjectNotFound(object)) => {
+            tracing::debug!(%object, "gone before its retry");
+        }
+        Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "controller"),
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` in the background.
