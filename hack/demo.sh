@@ -199,7 +199,7 @@ until kubectl get apply fleet -n "$ns" -o jsonpath='{.status.conditions[?(@.type
     ((++tries < 600)) || { kubectl baton status fleet -n "$ns"; exit 1; }
     sleep 0.5
 done
-say "fleet: eu done, the last cluster waits for a person"
+say "fleet: the last cluster waits for a person (kubectl baton approve)"
 kubectl baton status fleet -n "$ns"
 kubectl baton approve fleet us -n "$ns"
 wait_phase fleet Succeeded
