@@ -63,6 +63,9 @@ pub struct Pace {
     /// While operations run: the next safety look at their health (a change of it wakes the
     /// Apply sooner, through the watches of what the operations wait on).
     pub health_check: Duration,
+    /// While operations run and a read of their health failed with no watch to wake the Apply
+    /// when it recovers: the next direct read.
+    pub health_retry: Duration,
     /// While another Apply holds the idempotency key (its release does not wake this one).
     pub key_holder: Duration,
     /// While nothing runs and nothing is awaited: a safety look.
@@ -88,6 +91,7 @@ pub fn next(
     status: &ApplyStatus,
     timeout: Option<Duration>,
     held_back: Option<Duration>,
+    read_failed: bool,
     pace: &Pace,
 ) -> Next {
     let running = status.operations.running > 0;
@@ -97,9 +101,10 @@ pub fn next(
     if settled(status) && held_back.is_none() {
         return Next::LetGo;
     }
+    let health_check = if read_failed { pace.health_retry } else { pace.health_check };
     let wait = match (running, timeout) {
-        (true, Some(until_timeout)) => until_timeout.min(pace.health_check),
-        (true, None) => pace.health_check,
+        (true, Some(until_timeout)) => until_timeout.min(health_check),
+        (true, None) => health_check,
         (false, _) if facts.idempotency.waiting_for().is_some() => pace.key_holder,
         (false, _) => pace.idle,
     };
@@ -119,6 +124,7 @@ mod tests {
     use crate::lifecycle::{Idempotency, project};
 
     const PACE: Pace = Pace {
+        health_retry: Duration::from_secs(1),
         health_check: Duration::from_millis(500),
         key_holder: Duration::from_secs(2),
         idle: Duration::from_secs(60),
@@ -180,19 +186,22 @@ mod tests {
         let spec = spec(2, FailurePolicy::Halt, 1);
         let deleting = ApplyFacts { deleting: true, finalizer: true, ..facts(&spec) };
         let done = project(&deleting, &children(vec![stopped(1), stopped(0)]));
-        assert_eq!(next(&deleting, &done, None, None, &PACE), Next::RemoveFinalizer);
+        assert_eq!(next(&deleting, &done, None, None, false, &PACE), Next::RemoveFinalizer);
         let busy = project(&deleting, &children(vec![running("me", 1), stopped(0)]));
-        assert_eq!(next(&deleting, &busy, None, None, &PACE), Next::Requeue(PACE.health_check));
+        assert_eq!(
+            next(&deleting, &busy, None, None, false, &PACE),
+            Next::Requeue(PACE.health_check)
+        );
     }
 
     #[test]
     fn a_settled_rollout_is_let_go_unless_a_progress_write_is_held_back() {
         let spec = spec(1, FailurePolicy::Halt, 1);
         let status = project(&facts(&spec), &children(vec![succeeded(1)]));
-        assert_eq!(next(&facts(&spec), &status, None, None, &PACE), Next::LetGo);
+        assert_eq!(next(&facts(&spec), &status, None, None, false, &PACE), Next::LetGo);
         let held = Some(Duration::from_millis(300));
         assert_eq!(
-            next(&facts(&spec), &status, None, held, &PACE),
+            next(&facts(&spec), &status, None, held, false, &PACE),
             Next::Requeue(Duration::from_millis(300))
         );
     }
@@ -202,11 +211,22 @@ mod tests {
         let spec = spec(2, FailurePolicy::Halt, 1);
         let status = project(&facts(&spec), &children(vec![running("me", 1), pending(0)]));
         let soon = Duration::from_millis(100);
-        assert_eq!(next(&facts(&spec), &status, Some(soon), None, &PACE), Next::Requeue(soon));
         assert_eq!(
-            next(&facts(&spec), &status, None, None, &PACE),
+            next(&facts(&spec), &status, Some(soon), None, false, &PACE),
+            Next::Requeue(soon)
+        );
+        assert_eq!(
+            next(&facts(&spec), &status, None, None, false, &PACE),
             Next::Requeue(PACE.health_check)
         );
+    }
+
+    #[test]
+    fn a_failed_health_read_is_tried_again_soon_not_at_the_safety_reread() {
+        let spec = spec(2, FailurePolicy::Halt, 1);
+        let status = project(&facts(&spec), &children(vec![running("me", 1), pending(0)]));
+        let next = next(&facts(&spec), &status, None, None, true, &PACE);
+        assert_eq!(next, Next::Requeue(PACE.health_retry));
     }
 
     #[test]
@@ -217,8 +237,11 @@ mod tests {
             ..facts(&spec)
         };
         let status = project(&waiting, &children(vec![pending(0)]));
-        assert_eq!(next(&waiting, &status, None, None, &PACE), Next::Requeue(PACE.key_holder));
+        assert_eq!(
+            next(&waiting, &status, None, None, false, &PACE),
+            Next::Requeue(PACE.key_holder)
+        );
         let idle = project(&facts(&spec), &children(vec![pending(0)]));
-        assert_eq!(next(&facts(&spec), &idle, None, None, &PACE), Next::Requeue(PACE.idle));
+        assert_eq!(next(&facts(&spec), &idle, None, None, false, &PACE), Next::Requeue(PACE.idle));
     }
 }

@@ -6,10 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use baton::crd::{
-    Apply, ApplyPhase, ApplySpec, DedupOn, FailurePolicy, Operation, OperationEntry,
-    OperationPhase, Target,
-};
+use baton::crd::{Apply, ApplyPhase, ApplySpec, FailurePolicy, Operation, OperationPhase};
 use baton_e2e::fleet::{self, WorkloadCluster};
 use baton_e2e::{Operator, TEST_LEASE_SECONDS, TestNamespace, pods, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 use super::support::{
-    DEPLOYER, PATIENCE, World, app, config_map, deployer_rules, deployment, held_deployment,
+    DEPLOYER, PATIENCE, World, app, config_map, deployer_rules, deployment, held_deployment, spec,
 };
 
 /// Where an operation goes: the management cluster (`None`) or a registered one.
@@ -34,34 +31,14 @@ fn fleet_spec(
     timeout: &str,
     steps: Vec<Step<'_>>,
 ) -> ApplySpec {
-    ApplySpec {
-        operations: steps
-            .into_iter()
-            .map(|(name, cluster, manifest)| OperationEntry {
-                name: name.to_owned(),
-                target: Target {
-                    namespace: namespace.to_owned(),
-                    cluster: cluster.map(str::to_owned),
-                },
-                manifests: Some(vec![manifest]),
-                timeout: timeout.to_owned(),
-                values: Default::default(),
-                approval: None,
-                soak: None,
-            })
-            .collect(),
-        template: None,
-        on_failure: policy,
-        max_concurrent,
-        stop: false,
-        dismiss_error: None,
-        service_account_name: Some(DEPLOYER.to_owned()),
-        idempotency_key: None,
-        dedup_on: DedupOn::Success,
-        max_failed: None,
-        approvals: Vec::new(),
-        health_checks: Vec::new(),
+    let clusters: Vec<Option<&str>> = steps.iter().map(|(_, cluster, _)| *cluster).collect();
+    let manifests = steps.into_iter().map(|(name, _, manifest)| (name, manifest)).collect();
+    let mut spec = spec(namespace, policy, max_concurrent, manifests);
+    for (entry, cluster) in spec.operations.iter_mut().zip(clusters) {
+        entry.target.cluster = cluster.map(str::to_owned);
+        entry.timeout = timeout.to_owned();
     }
+    spec
 }
 
 /// How a test uses `us`: sharing it, or alone because it takes its API server away.

@@ -120,13 +120,21 @@ async fn settle(
         return Ok(Action::requeue(RETRY_SOON));
     }
     // Health changes wake the Apply through the watches; what is left is the safety re-read.
-    let health_check = match retry_soon {
-        true => HEALTH_RETRY,
-        false => context.settings.health_reread_interval,
+    let pace = Pace {
+        health_check: context.settings.health_reread_interval,
+        health_retry: HEALTH_RETRY,
+        key_holder: KEY_RETRY,
+        idle: IDLE_LOOK,
     };
-    let pace = Pace { health_check, key_holder: KEY_RETRY, idle: IDLE_LOOK };
-    match lifecycle::next(&snapshot.facts(), &published.status, timeout, published.held_back, &pace)
-    {
+    let status = &published.status;
+    match lifecycle::next(
+        &snapshot.facts(),
+        status,
+        timeout,
+        published.held_back,
+        retry_soon,
+        &pace,
+    ) {
         Next::Requeue(wait) => Ok(Action::requeue(wait)),
         Next::RemoveFinalizer => {
             finalizer::remove(snapshot, context).await?;
