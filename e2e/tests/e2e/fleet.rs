@@ -423,7 +423,7 @@ async fn a_cluster_back_before_the_timeout_finishes_its_operation_applying_once(
         ("us", Some("us"), held_deployment("web-us")),
         ("eu", Some("eu"), config_map("step-eu")),
     ];
-    fleet.world.create("back", fleet_spec(&ns, FailurePolicy::Halt, 1, "90s", steps)).await;
+    fleet.world.create("back", fleet_spec(&ns, FailurePolicy::Halt, 1, "300s", steps)).await;
     fleet.world.wait_operation_phase("back", "us", OperationPhase::Running).await;
     let deployments: Api<Deployment> = Api::namespaced(fleet.us_client.clone(), &ns);
     let before = wait_for("the Deployment on us", PATIENCE, || async {
@@ -431,12 +431,19 @@ async fn a_cluster_back_before_the_timeout_finishes_its_operation_applying_once(
     })
     .await;
     let down = fleet.us.stop_apiserver().await;
-    // Long enough for the operator to find us gone (what it says then is the unreachable
-    // test's business), well within the 90 s timeout.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Back as soon as the operator found us gone (what it says then is the unreachable test's
+    // business): a longer outage only lengthens the back-off of us's own controllers.
+    fleet.wait_message("back", "us", &["cluster `us`", "unreachable since"], PATIENCE).await;
     fleet.us.start_apiserver(down).await;
     pods::release(&fleet.us_client, &ns, &app("web-us")).await;
-    fleet.world.wait_apply_phase("back", ApplyPhase::Succeeded).await;
+    // us's controller-manager and kwok reconnect with client-go's back-off (up to 30 s each)
+    // before the released pods turn Ready and the Deployment says so: hence the longer wait,
+    // well within the 300 s timeout.
+    let settled = wait_for("Apply `back` to be Succeeded", Duration::from_secs(150), || async {
+        let apply = fleet.world.applies().get("back").await.ok()?;
+        (apply.status?.phase == Some(ApplyPhase::Succeeded)).then_some(())
+    });
+    settled.await;
 
     let op = fleet.world.operation("back", "us").await;
     assert_eq!(status_of(&op).attempt, 1, "one attempt");
