@@ -1,12 +1,21 @@
 //! The apply lease (SPEC.md section 6): one `coordination.k8s.io/v1` Lease per active Apply,
-//! `baton-apply-<uid>`, owned by the Apply. `kube-lease-manager` takes, renews and releases it;
-//! this module starts one manager per active Apply, wakes the Apply's reconcile when the lease
-//! changes hands, and answers "may I write now?" from a fresh read of the Lease.
+//! `baton-apply-<uid>`, owned by the Apply.
+//!
+//! Every write of a Lease here is conditioned on the `resourceVersion` last read or written:
+//! a take, a renewal and a release each fail with a conflict when anyone wrote the Lease
+//! meanwhile. That is what lets a holder answer "may I write now?" from memory, with no read of
+//! the Lease before each write: it holds the lease until its last successful write said, by its
+//! own monotonic clock, less a margin. A competitor that read the Lease earlier and believes it
+//! expired cannot take it: its write carries the old `resourceVersion` and loses.
+//!
+//! A settled Apply's lease is not released but lapses (section 6 allows it): renewals stop and
+//! no write is made. A replica shutting down releases what it holds, conditioned the same way,
+//! so a successor takes over without waiting for the expiry.
 //!
 //! It must not decide anything about operations: holding the lease only opens the gate.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -15,9 +24,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
-use kube_lease_manager::{LeaseCreateMode, LeaseManagerBuilder};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, warn};
 
 use crate::crd::Apply;
 use crate::metrics::Metrics;
@@ -40,39 +50,55 @@ pub struct LeaseTiming {
     pub grace: Duration,
 }
 
-/// A running `kube-lease-manager` task; it ends once its lease is released.
-type ManagerTask = JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
+impl LeaseTiming {
+    fn duration_seconds(&self) -> i32 {
+        i32::try_from(self.duration.as_secs().max(2)).unwrap_or(i32::MAX)
+    }
 
-struct Held {
-    /// Owns the manager's only receiver: aborting it makes the manager release the lease.
-    forwarder: JoinHandle<()>,
-    /// The manager itself: it ends once the lease is released.
-    manager: ManagerTask,
-}
+    /// How long after a write was sent the holder still writes under it: the duration less
+    /// half the grace, so a write decided just before then lands well before any competitor
+    /// may take the lease.
+    fn trusted_for(&self) -> Duration {
+        self.duration.saturating_sub(self.grace / 2)
+    }
 
-impl Held {
-    /// Starts releasing; the returned manager task ends when the release has landed.
-    fn release(self) -> ManagerTask {
-        self.forwarder.abort();
-        self.manager
+    /// How long after a write was sent it is renewed.
+    fn renew_after(&self) -> Duration {
+        self.duration.saturating_sub(self.grace)
     }
 }
 
-/// The leases this replica competes for, one per active Apply.
-pub struct ApplyLeases {
+/// A lease this replica holds.
+struct Holding {
+    namespace: String,
+    /// The Lease as last written here: its `resourceVersion` conditions the next write.
+    lease: Lease,
+    /// Until when this replica writes under it.
+    trusted_until: Instant,
+    /// Tells one holding from a later one of the same Apply (a renewal that finishes after the
+    /// lease lapsed and was taken again must not overwrite the new holding).
+    term: u64,
+    renewer: JoinHandle<()>,
+}
+
+/// What the renewal tasks share with the reconcilers.
+struct Shared {
     client: Client,
     identity: String,
     timing: LeaseTiming,
     wake: UnboundedSender<ObjectRef<Apply>>,
     metrics: Arc<Metrics>,
-    managers: Mutex<HashMap<String, Held>>,
-    /// Managers still releasing, by Apply uid: a new one for the same Apply waits for them, or
-    /// this replica could read the lease as its own just before its old manager gives it away.
-    releasing: Mutex<HashMap<String, ManagerTask>>,
+    held: Mutex<HashMap<String, Holding>>,
+    terms: std::sync::atomic::AtomicU64,
+}
+
+/// The leases this replica holds, one per active Apply.
+pub struct ApplyLeases {
+    shared: Arc<Shared>,
 }
 
 impl ApplyLeases {
-    /// `wake` receives the Apply whenever its lease changes hands here.
+    /// `wake` receives an Apply whose lease this replica lost.
     pub fn new(
         client: Client,
         identity: String,
@@ -80,144 +106,147 @@ impl ApplyLeases {
         wake: UnboundedSender<ObjectRef<Apply>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let held = Mutex::new(HashMap::new());
+        let terms = std::sync::atomic::AtomicU64::new(0);
         ApplyLeases {
-            client,
-            identity,
-            timing,
-            wake,
-            metrics,
-            managers: Mutex::new(HashMap::new()),
-            releasing: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared { client, identity, timing, wake, metrics, held, terms }),
         }
-    }
-
-    fn duration_seconds(&self) -> u64 {
-        self.timing.duration.as_secs().max(2)
     }
 
     /// This replica's identity, written as the lease holder and in claims.
     pub fn identity(&self) -> &str {
-        &self.identity
+        &self.shared.identity
     }
 
-    /// Competes for the Apply's lease (creating it, owned by the Apply, if missing) and says
-    /// until when this replica may write for the Apply (`None`: it may not).
-    pub async fn acquire(&self, apply: &Apply) -> Result<Option<Timestamp>> {
+    /// Whether this replica may write for the Apply with `uid` now. No request: see the module.
+    pub fn holds(&self, uid: &str) -> bool {
+        self.shared.lock().get(uid).is_some_and(|holding| holding.trusted_until > Instant::now())
+    }
+
+    /// Holds the Apply's lease, taking it (creating it, owned by the Apply, if missing) when it
+    /// is free or expired; `false` while another replica holds it. Costs no request while held.
+    pub async fn acquire(&self, apply: &Apply) -> Result<bool> {
         let uid = apply.uid().unwrap_or_default();
+        if self.holds(&uid) {
+            return Ok(true);
+        }
         let namespace = apply.namespace().unwrap_or_default();
-        let running = self.lock().contains_key(&uid);
-        if !running {
-            let previous = self.releasing().remove(&uid);
-            if let Some(previous) = previous {
-                // Bounded: a release is one API call; past that, the lease expires anyway.
-                let _ = tokio::time::timeout(self.timing.duration, previous).await;
-            }
-            self.create_owned_lease(apply, &namespace, &uid).await?;
-            let manager = LeaseManagerBuilder::new(self.client.clone(), lease_name(&uid))
-                .with_namespace(&namespace)
-                .with_identity(&self.identity)
-                .with_duration(self.duration_seconds())
-                .with_grace(self.timing.grace.as_secs().max(1))
-                .with_create_mode(LeaseCreateMode::UseExistent)
-                .with_field_manager(format!("baton-lease-{}", self.identity))
-                .build()
-                .await
-                .map_err(|source| Error::Lease {
-                    lease: lease_name(&uid),
-                    message: source.to_string(),
-                })?;
-            let (mut receiver, renewer) = manager.watch().await;
-            let wake = self.wake.clone();
-            let metrics = self.metrics.clone();
-            let apply_ref = ObjectRef::from_obj(apply);
-            // Owns the only receiver: aborting it closes the channel, and the manager then
-            // releases the lease and ends.
-            let forwarder = tokio::spawn(async move {
-                while receiver.changed().await.is_ok() {
-                    if *receiver.borrow() {
-                        metrics.lease_acquisitions.inc();
-                    } else {
-                        metrics.lease_losses.inc();
-                    }
-                    if wake.send(apply_ref.clone()).is_err() {
-                        break;
-                    }
+        let shared = &self.shared;
+        let api: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
+        let name = lease_name(&uid);
+        let sent = Instant::now();
+        // The first holder costs one write: created already held, no read before.
+        let written = match api.create(&shared.params(), &shared.new_lease(apply, &namespace)).await
+        {
+            Ok(lease) => lease,
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let current = api.get(&name).await.map_err(|source| lease_error(&name, source))?;
+                if shared.held_by_another(&current) {
+                    return Ok(false);
                 }
-            });
-            self.lock().insert(uid.clone(), Held { forwarder, manager: renewer });
-        }
-        self.check(&namespace, &uid).await
-    }
-
-    /// A fresh read of the lease: when held by this replica and not expired by the local clock,
-    /// the instant it expires unless renewed. No other replica takes it before then: takers wait
-    /// for expiry, they never force.
-    pub async fn check(&self, namespace: &str, uid: &str) -> Result<Option<Timestamp>> {
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
-        let lease = api.get_opt(&lease_name(uid)).await.map_err(|source| Error::Kube {
-            context: format!("reading lease {}", lease_name(uid)),
-            source,
-        })?;
-        Ok(lease.and_then(|lease| lease.spec).and_then(|spec| {
-            if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-                return None;
+                let sent_take = Instant::now();
+                match api.replace(&name, &shared.params(), &shared.taken(current)).await {
+                    Ok(lease) => return Ok(self.hold(apply, namespace, lease, sent_take)),
+                    // Someone wrote it since the read: it is theirs, or about to be.
+                    Err(kube::Error::Api(status)) if status.code == 409 => return Ok(false),
+                    Err(source) => return Err(lease_error(&name, source)),
+                }
             }
-            let renewed = spec.renew_time.map_or(Timestamp::UNIX_EPOCH, |t| t.0);
-            let duration =
-                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-            let until = renewed + duration;
-            (until > Timestamp::now()).then_some(until)
-        }))
+            Err(source) => return Err(lease_error(&name, source)),
+        };
+        Ok(self.hold(apply, namespace, written, sent))
     }
 
-    /// Stops competing for the Apply's lease and releases it if held: a settled Apply costs
-    /// no renewals.
-    pub fn release(&self, uid: &str) {
-        let held = self.lock().remove(uid);
-        if let Some(held) = held {
-            let manager = held.release();
-            let mut releasing = self.releasing();
-            releasing.retain(|_, task| !task.is_finished());
-            releasing.insert(uid.to_owned(), manager);
+    fn hold(&self, apply: &Apply, namespace: String, lease: Lease, sent: Instant) -> bool {
+        let uid = apply.uid().unwrap_or_default();
+        let shared = &self.shared;
+        let term = shared.terms.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let apply_ref = ObjectRef::from_obj(apply);
+        let renewer = tokio::spawn(renew(shared.clone(), uid.clone(), term, apply_ref));
+        let trusted_until = sent + shared.timing.trusted_for();
+        let holding = Holding { namespace, lease, trusted_until, term, renewer };
+        if let Some(previous) = shared.lock().insert(uid, holding) {
+            previous.renewer.abort();
+        }
+        shared.metrics.lease_acquisitions.inc();
+        true
+    }
+
+    /// Stops renewing the Apply's lease: it lapses (section 6). No request.
+    pub fn lapse(&self, uid: &str) {
+        if let Some(holding) = self.shared.lock().remove(uid) {
+            holding.renewer.abort();
         }
     }
 
-    fn releasing(&self) -> std::sync::MutexGuard<'_, HashMap<String, ManagerTask>> {
-        self.releasing.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Stops competing for the leases of Applies that no longer exist (deleted without a last
-    /// reconcile here), so their managers do not retry forever.
+    /// Stops renewing the leases of Applies that no longer exist (deleted without a last
+    /// reconcile here).
     pub fn retain(&self, exists: impl Fn(&str) -> bool) {
-        self.lock().retain(|uid, held| {
+        self.shared.lock().retain(|uid, holding| {
             let keep = exists(uid);
             if !keep {
-                held.forwarder.abort();
+                holding.renewer.abort();
             }
             keep
         });
     }
 
-    /// Releases every lease (on shutdown).
-    pub fn release_all(&self) {
-        for (_, held) in self.lock().drain() {
-            held.forwarder.abort();
+    /// Releases every lease held (on shutdown), each conditioned on what was last written, so
+    /// a successor takes over at once; a release that loses leaves a lease someone else wrote.
+    pub async fn release_all(&self) {
+        let holdings: Vec<Holding> =
+            self.shared.lock().drain().map(|(_, holding)| holding).collect();
+        let releases = holdings.into_iter().map(|holding| {
+            holding.renewer.abort();
+            let api: Api<Lease> = Api::namespaced(self.shared.client.clone(), &holding.namespace);
+            let mut lease = holding.lease;
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.holder_identity = None;
+                spec.acquire_time = None;
+                spec.renew_time = None;
+            }
+            async move {
+                let name = lease.name_any();
+                if let Err(error) = api.replace(&name, &self.shared.params(), &lease).await {
+                    debug!(lease = %name, %error, "lease not released; it lapses");
+                }
+            }
+        });
+        futures::future::join_all(releases).await;
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Holding>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn params(&self) -> PostParams {
+        PostParams {
+            field_manager: Some(format!("baton-lease-{}", self.identity)),
+            ..PostParams::default()
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
-        self.managers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Whether another replica holds `lease` and it has not expired by this replica's clock.
+    fn held_by_another(&self, lease: &Lease) -> bool {
+        let Some(spec) = &lease.spec else { return false };
+        let holder = spec.holder_identity.as_deref().unwrap_or_default();
+        if holder.is_empty() || holder == self.identity {
+            return false;
+        }
+        let renewed = spec.renew_time.as_ref().map_or(Timestamp::UNIX_EPOCH, |time| time.0);
+        let duration =
+            SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
+        renewed + duration > Timestamp::now()
     }
 
-    /// Creates the lease, owned by the Apply, already held by this replica: the first holder
-    /// costs one write, not a create and then an acquisition. When it exists, the manager
-    /// competes for it as usual.
-    async fn create_owned_lease(&self, apply: &Apply, namespace: &str, uid: &str) -> Result<()> {
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+    /// A new Lease for `apply`, owned by it and held by this replica.
+    fn new_lease(&self, apply: &Apply, namespace: &str) -> Lease {
         let now = MicroTime(Timestamp::now());
-        let lease = Lease {
+        Lease {
             metadata: ObjectMeta {
-                name: Some(lease_name(uid)),
+                name: Some(lease_name(&apply.uid().unwrap_or_default())),
                 namespace: Some(namespace.to_owned()),
                 owner_references: apply.controller_owner_ref(&()).map(|owner| vec![owner]),
                 labels: Some([(crate::crd::LABEL_APPLY.to_owned(), apply.name_any())].into()),
@@ -227,27 +256,113 @@ impl ApplyLeases {
                 holder_identity: Some(self.identity.clone()),
                 acquire_time: Some(now.clone()),
                 renew_time: Some(now),
-                lease_duration_seconds: i32::try_from(self.duration_seconds()).ok(),
-                lease_transitions: Some(1),
+                lease_duration_seconds: Some(self.timing.duration_seconds()),
+                lease_transitions: Some(0),
                 ..LeaseSpec::default()
             }),
+        }
+    }
+
+    /// `current` taken by this replica (its `resourceVersion` kept as the precondition).
+    fn taken(&self, mut current: Lease) -> Lease {
+        let now = MicroTime(Timestamp::now());
+        let spec = current.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            spec.acquire_time = Some(now.clone());
+            spec.holder_identity = Some(self.identity.clone());
+        }
+        spec.renew_time = Some(now);
+        spec.lease_duration_seconds = Some(self.timing.duration_seconds());
+        current
+    }
+
+    /// Forgets a holding that was lost, and wakes its Apply so the pass sees it.
+    fn lost(&self, uid: &str, term: u64, apply: &ObjectRef<Apply>) {
+        let mut held = self.lock();
+        if held.get(uid).is_some_and(|holding| holding.term == term) {
+            held.remove(uid);
+            drop(held);
+            self.metrics.lease_losses.inc();
+            let _ = self.wake.send(apply.clone());
+        }
+    }
+}
+
+/// Renews the Apply's lease before it expires, for as long as the holding lasts. A renewal
+/// that loses (someone wrote the Lease) ends the holding; one that fails is retried until the
+/// holding is no longer trusted, which then ends it too.
+async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<Apply>) {
+    // The holding is inserted right after this task is spawned: wait for it.
+    tokio::task::yield_now().await;
+    loop {
+        let Some((namespace, lease, trusted_until)) = shared.lock().get(&uid).and_then(|holding| {
+            (holding.term == term)
+                .then(|| (holding.namespace.clone(), holding.lease.clone(), holding.trusted_until))
+        }) else {
+            return;
         };
-        let params = PostParams {
-            field_manager: Some(format!("baton-lease-{}", self.identity)),
-            ..PostParams::default()
-        };
-        match api.create(&params, &lease).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(source) => {
-                Err(Error::Kube { context: format!("creating lease {}", lease_name(uid)), source })
+        let renew_at = trusted_until - shared.timing.trusted_for() + shared.timing.renew_after();
+        tokio::time::sleep_until(renew_at).await;
+        let api: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
+        let name = lease.name_any();
+        loop {
+            let sent = Instant::now();
+            if sent >= trusted_until {
+                warn!(lease = %name, "lease not renewed in time; letting it go");
+                shared.lost(&uid, term, &apply);
+                return;
+            }
+            match api.replace(&name, &shared.params(), &shared.taken(lease.clone())).await {
+                Ok(renewed) => {
+                    let mut held = shared.lock();
+                    match held.get_mut(&uid) {
+                        Some(holding) if holding.term == term => {
+                            holding.lease = renewed;
+                            holding.trusted_until = sent + shared.timing.trusted_for();
+                        }
+                        _ => return,
+                    }
+                    break;
+                }
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
+                    debug!(lease = %name, reason = %status.reason, "lease lost");
+                    shared.lost(&uid, term, &apply);
+                    return;
+                }
+                Err(error) => {
+                    debug!(lease = %name, %error, "lease renewal failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         }
     }
 }
 
+fn lease_error(name: &str, source: kube::Error) -> Error {
+    Error::Kube { context: format!("writing lease {name}"), source }
+}
+
 impl Drop for ApplyLeases {
     fn drop(&mut self) {
-        self.release_all();
+        for (_, holding) in self.shared.lock().drain() {
+            holding.renewer.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> LeaseTiming {
+        LeaseTiming { duration: Duration::from_secs(15), grace: Duration::from_secs(5) }
+    }
+
+    #[test]
+    fn a_holder_trusts_its_lease_less_than_its_duration_and_renews_before_that() {
+        let timing = timing();
+        assert!(timing.renew_after() < timing.trusted_for());
+        assert!(timing.trusted_for() < timing.duration);
     }
 }

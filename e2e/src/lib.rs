@@ -466,12 +466,7 @@ impl Operator {
             .args(["run", "--namespace", namespace, "--admin-address", &admin.to_string()])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env(
-                "RUST_LOG",
-                LOG_OVERRIDE
-                    .get()
-                    .map_or("info,baton=debug,kube_lease_manager=warn", String::as_str),
-            )
+            .env("RUST_LOG", LOG_OVERRIDE.get().map_or("info,baton=debug", String::as_str))
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("a log handle"))

@@ -162,9 +162,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             futures::future::ready(())
         })
         .await;
-    context.leases.release_all();
-    // Give the lease managers a moment to release, so a successor need not wait for expiry.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Released, not left to lapse, so a successor need not wait for the expiry.
+    context.leases.release_all().await;
     tracing::info!("baton operator stopped");
     Ok(())
 }

@@ -79,8 +79,8 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     snapshot.under_lease = lease;
     if !lease {
         // Stop renewing at once: the lease may be going with its namespace.
-        context.leases.release(&snapshot.uid);
-    } else if context.leases.acquire(apply).await?.is_none() {
+        context.leases.lapse(&snapshot.uid);
+    } else if !context.leases.acquire(apply).await? {
         debug!("lease held elsewhere; waiting");
         // The holder watches what its runs wait on.
         context.engine.watches().forget(&snapshot.uid);
@@ -150,24 +150,19 @@ async fn settle(
     }
 }
 
-/// Stops driving a settled or deleted Apply: its lease is released and what this replica kept
-/// for it is dropped.
+/// Stops driving a settled or deleted Apply: its lease lapses and what this replica kept for it
+/// is dropped.
 pub(super) fn let_go(context: &Context, uid: &str) {
-    context.leases.release(uid);
+    context.leases.lapse(uid);
     context.engine.watches().forget(uid);
     context.status_writes.forget(uid);
     context.children.forget(uid);
 }
 
-/// Whether the pass may write: when its writes need the lease, whether the lease is still this
-/// replica's, by a fresh read. The expiry read at the start of the pass is not enough: a
-/// competing replica's lease manager that believes the lease expired (from its own earlier
-/// read) clears it without looking again, and may then take it at once.
-async fn may_write(snapshot: &Snapshot<'_>, context: &Context) -> Result<bool> {
-    if !snapshot.under_lease {
-        return Ok(true);
-    }
-    Ok(context.leases.check(&snapshot.namespace, &snapshot.uid).await?.is_some())
+/// Whether the pass may write: when its writes need the lease, whether this replica still
+/// holds it (known without a read: every write of the Lease is conditioned, see `lease`).
+fn may_write(snapshot: &Snapshot<'_>, context: &Context) -> bool {
+    !snapshot.under_lease || context.leases.holds(&snapshot.uid)
 }
 
 /// Where a pass spends its time, cumulatively, for tuning (logged at debug).

@@ -44,7 +44,7 @@ pub(super) async fn publish(
         StatusWrite::Unchanged => {}
         StatusWrite::After(wait) => held_back = Some(wait),
         StatusWrite::Now => {
-            if !may_write(snapshot, context).await? {
+            if !may_write(snapshot, context) {
                 info!("lease lost before the status write; not writing");
                 return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
             }

@@ -39,6 +39,8 @@ struct FakeApi {
     objects: HashMap<String, Value>,
     requests: Vec<String>,
     version: u64,
+    /// A competitor writes the Lease right after every read of it (a renewal racing a take).
+    lease_written_after_read: bool,
 }
 
 impl FakeApi {
@@ -46,15 +48,20 @@ impl FakeApi {
         let name = body.as_ref().and_then(|object| object["metadata"]["name"].as_str());
         match name {
             // Recorded under the lease's own path, with the lease manager's traffic.
-            Some(name) if name.starts_with("baton-apply-") => {
+            Some(name) if name.starts_with("baton-apply-") && !path.ends_with(name) => {
                 self.requests.push(format!("{method} {path}/{name}"));
             }
             _ => self.requests.push(format!("{method} {path}")),
         }
         let object_path = path.trim_end_matches("/status").to_owned();
         match (method, body) {
-            ("GET", _) => match self.objects.get(&object_path) {
-                Some(object) => (StatusCode::OK, object.clone()),
+            ("GET", _) => match self.objects.get(&object_path).cloned() {
+                Some(object) => {
+                    if self.lease_written_after_read && object_path.contains("/leases/") {
+                        self.store(&object_path, object.clone(), None);
+                    }
+                    (StatusCode::OK, object)
+                }
                 None => (StatusCode::NOT_FOUND, status(404, "NotFound")),
             },
             ("POST", Some(object)) => {
@@ -350,4 +357,51 @@ async fn a_settling_pass_writes_the_last_status_and_lets_the_apply_go() {
     );
     assert_eq!(pass[2..].len(), 1, "one Event: the rollout succeeded: {pass:#?}");
     assert_eq!(action, kube::runtime::controller::Action::await_change(), "let go");
+}
+
+fn lease_requests(api: &Mutex<FakeApi>) -> Vec<String> {
+    lock(api).requests.iter().filter(|r| r.contains("/leases/baton-apply-")).cloned().collect()
+}
+
+#[tokio::test]
+async fn a_held_lease_costs_no_request_in_the_passes_after_its_take() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let Harness { context, mut cache, _woken } = harness(api.clone());
+    let mut apply = apply(2, 1, &api);
+    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+    seed(&apply, vec![fixtures::running(ME, 1), fixtures::pending(0)], &api, &mut cache);
+    context.runs.record(("op-0".into(), 1), crate::controller::Dispatch::Applied(Vec::new()));
+
+    reconcile(Arc::new(apply.clone()), context.clone()).await.expect("the first pass succeeds");
+    let lease = format!("{LEASES}/{}", lease_name(UID));
+    assert_eq!(
+        lease_requests(&api),
+        [
+            format!("POST {LEASES}/{}", lease_name(UID)),
+            format!("GET {lease}"),
+            format!("PUT {lease}")
+        ],
+        "the take: the create finds it, the read sees it free or this replica's, the replace takes it"
+    );
+    reconcile(Arc::new(apply), context).await.expect("the second pass succeeds");
+    assert_eq!(lease_requests(&api).len(), 3, "no lease request in the second pass");
+}
+
+#[tokio::test]
+async fn a_take_from_a_stale_read_loses_to_the_write_made_since() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let Harness { context, _woken, .. } = harness(api.clone());
+    let apply = apply(1, 1, &api);
+    {
+        let mut fake = lock(&api);
+        fake.lease_written_after_read = true;
+        // Past the resourceVersion the lease was seeded with.
+        fake.version = 100;
+    }
+
+    let taken = context.leases.acquire(&apply).await.expect("no error");
+    assert!(!taken, "the take loses: {:#?}", lock(&api).requests);
+    assert!(!context.leases.holds(UID), "and nothing is held");
+    let lease = format!("{LEASES}/{}", lease_name(UID));
+    assert_eq!(lease_requests(&api).last(), Some(&format!("PUT {lease}")));
 }

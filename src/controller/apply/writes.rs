@@ -61,7 +61,7 @@ pub(super) async fn decide_and_write(
             return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
-        if !plan.writes.is_empty() && !may_write(snapshot, context).await? {
+        if !plan.writes.is_empty() && !may_write(snapshot, context) {
             info!("lease lost before the operation writes; not writing");
             return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
         }
