@@ -68,6 +68,18 @@ impl LeaseTiming {
     }
 }
 
+/// The answer of [`ApplyLeases::acquire`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// This replica holds the lease.
+    Held,
+    /// Another replica holds it: look again after this long (when it expires unless renewed).
+    Elsewhere(Duration),
+}
+
+/// How soon to look again after a take lost to a write made since the read.
+const TAKE_RACE_RETRY: Duration = Duration::from_millis(500);
+
 /// A lease this replica holds.
 struct Holding {
     namespace: String,
@@ -124,11 +136,11 @@ impl ApplyLeases {
     }
 
     /// Holds the Apply's lease, taking it (creating it, owned by the Apply, if missing) when it
-    /// is free or expired; `false` while another replica holds it. Costs no request while held.
-    pub async fn acquire(&self, apply: &Apply) -> Result<bool> {
+    /// is free or expired. Costs no request while held.
+    pub async fn acquire(&self, apply: &Apply) -> Result<Acquired> {
         let uid = apply.uid().unwrap_or_default();
         if self.holds(&uid) {
-            return Ok(true);
+            return Ok(Acquired::Held);
         }
         let namespace = apply.namespace().unwrap_or_default();
         let shared = &self.shared;
@@ -141,14 +153,16 @@ impl ApplyLeases {
             Ok(lease) => lease,
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 let current = api.get(&name).await.map_err(|source| lease_error(&name, source))?;
-                if shared.held_by_another(&current) {
-                    return Ok(false);
+                if let Some(left) = shared.held_by_another(&current) {
+                    return Ok(Acquired::Elsewhere(left));
                 }
                 let sent_take = Instant::now();
                 match api.replace(&name, &shared.params(), &shared.taken(current)).await {
                     Ok(lease) => return Ok(self.hold(apply, namespace, lease, sent_take)),
                     // Someone wrote it since the read: it is theirs, or about to be.
-                    Err(kube::Error::Api(status)) if status.code == 409 => return Ok(false),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        return Ok(Acquired::Elsewhere(TAKE_RACE_RETRY));
+                    }
                     Err(source) => return Err(lease_error(&name, source)),
                 }
             }
@@ -157,7 +171,7 @@ impl ApplyLeases {
         Ok(self.hold(apply, namespace, written, sent))
     }
 
-    fn hold(&self, apply: &Apply, namespace: String, lease: Lease, sent: Instant) -> bool {
+    fn hold(&self, apply: &Apply, namespace: String, lease: Lease, sent: Instant) -> Acquired {
         let uid = apply.uid().unwrap_or_default();
         let shared = &self.shared;
         let term = shared.terms.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -169,7 +183,7 @@ impl ApplyLeases {
             previous.renewer.abort();
         }
         shared.metrics.lease_acquisitions.inc();
-        true
+        Acquired::Held
     }
 
     /// Stops renewing the Apply's lease: it lapses (section 6). No request.
@@ -228,17 +242,18 @@ impl Shared {
         }
     }
 
-    /// Whether another replica holds `lease` and it has not expired by this replica's clock.
-    fn held_by_another(&self, lease: &Lease) -> bool {
-        let Some(spec) = &lease.spec else { return false };
+    /// How long another replica still holds `lease` by this replica's clock, if it does.
+    fn held_by_another(&self, lease: &Lease) -> Option<Duration> {
+        let spec = lease.spec.as_ref()?;
         let holder = spec.holder_identity.as_deref().unwrap_or_default();
         if holder.is_empty() || holder == self.identity {
-            return false;
+            return None;
         }
         let renewed = spec.renew_time.as_ref().map_or(Timestamp::UNIX_EPOCH, |time| time.0);
         let duration =
             SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-        renewed + duration > Timestamp::now()
+        let left = (renewed + duration).duration_since(Timestamp::now());
+        (left > SignedDuration::ZERO).then(|| left.unsigned_abs())
     }
 
     /// A new Lease for `apply`, owned by it and held by this replica.

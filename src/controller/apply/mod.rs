@@ -29,6 +29,7 @@ use tracing::{debug, instrument};
 
 use super::Context;
 use crate::crd::Apply;
+use crate::lease::Acquired;
 use crate::lifecycle::{self, Begin, Next, Pace};
 use crate::{Error, Result};
 
@@ -36,6 +37,8 @@ use self::snapshot::Snapshot;
 
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
+/// How long after another holder's lease expires by the local clock to look at it again.
+const LEASE_SKEW: Duration = Duration::from_millis(100);
 /// How soon to look again after a write lost to a concurrent one (re-read and re-decide).
 const RETRY_SOON: Duration = Duration::from_millis(200);
 /// How soon to look again while another Apply holds the idempotency key.
@@ -80,11 +83,12 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     if !lease {
         // Stop renewing at once: the lease may be going with its namespace.
         context.leases.lapse(&snapshot.uid);
-    } else if !context.leases.acquire(apply).await? {
-        debug!("lease held elsewhere; waiting");
+    } else if let Acquired::Elsewhere(left) = context.leases.acquire(apply).await? {
+        debug!(?left, "lease held elsewhere; waiting");
         // The holder watches what its runs wait on.
         context.engine.watches().forget(&snapshot.uid);
-        return Ok(Action::requeue(LEASE_RETRY));
+        // Look again as it expires unless renewed (a moment after, for the clocks).
+        return Ok(Action::requeue((left + LEASE_SKEW).min(LEASE_RETRY)));
     }
     step!(key::take(&mut snapshot, &key_write, context).await?);
     timings.mark("read");

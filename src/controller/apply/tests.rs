@@ -400,7 +400,7 @@ async fn a_take_from_a_stale_read_loses_to_the_write_made_since() {
     }
 
     let taken = context.leases.acquire(&apply).await.expect("no error");
-    assert!(!taken, "the take loses: {:#?}", lock(&api).requests);
+    assert_ne!(taken, crate::lease::Acquired::Held, "the take loses: {:#?}", lock(&api).requests);
     assert!(!context.leases.holds(UID), "and nothing is held");
     let lease = format!("{LEASES}/{}", lease_name(UID));
     assert_eq!(lease_requests(&api).last(), Some(&format!("PUT {lease}")));
