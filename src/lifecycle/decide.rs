@@ -79,13 +79,40 @@ pub enum WriteKind {
 }
 
 impl WriteKind {
-    /// Whether writes of this kind are made one at a time, in plan order. Claims move the window
-    /// in index order (a claim is made only once every lower claim went through), and a
-    /// dismissal resets the current error last. The other kinds touch independent operations,
-    /// and a pass cut short by one of them leaves nothing a later pass cannot finish.
-    pub fn ordered(self) -> bool {
-        matches!(self, WriteKind::Claim | WriteKind::Dismiss)
+    /// How writes of this kind share a batch (see [`Plan::batches`]). Claims of one window go
+    /// side by side (SPEC.md section 2, rule 3), in a batch of their own so that a claim never
+    /// lands before the writes planned ahead of it (a resume, a finish) went through. A
+    /// dismissal resets the current error last, alone. The other kinds touch independent
+    /// operations, and a pass cut short by one of them leaves nothing a later pass cannot finish.
+    pub fn batching(self) -> Batching {
+        match self {
+            WriteKind::Claim => Batching::Window,
+            WriteKind::Dismiss => Batching::Alone,
+            _ => Batching::Together,
+        }
     }
+}
+
+/// How a write shares a batch with its neighbours in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// With the neighbouring writes of the same batching, side by side.
+    Together,
+    /// With the neighbouring claims only, side by side.
+    Window,
+    /// Alone.
+    Alone,
+}
+
+/// What a pass does after a plan's writes went through (see [`Plan::then`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Publish the parent status: the decision is complete.
+    Done,
+    /// Decide again on the same observation.
+    Decide,
+    /// Observe the runs again (dispatching what was claimed), then decide again.
+    ObserveAndDecide,
 }
 
 /// One write to an Operation.
@@ -134,24 +161,29 @@ pub struct Plan {
 }
 
 impl OperationWrite {
-    /// Whether this write waits for the one before it, and the next for it (see
-    /// [`WriteKind::ordered`]). Creating a missing Operation never does.
-    pub fn ordered(&self) -> bool {
+    /// How this write shares a batch (see [`WriteKind::batching`]). Creating a missing
+    /// Operation goes with any other creation.
+    pub fn batching(&self) -> Batching {
         match self {
-            OperationWrite::Create { .. } => false,
-            OperationWrite::Status { kind, .. } => kind.ordered(),
+            OperationWrite::Create { .. } => Batching::Together,
+            OperationWrite::Status { kind, .. } => kind.batching(),
         }
     }
 }
 
 impl Plan {
-    /// The writes in batches, in order: an ordered write alone, or a run of writes that may be
-    /// made side by side. A batch starts only once every write of the one before went through.
+    /// The writes in batches, in order: a run of neighbouring writes of the same batching made
+    /// side by side, or a write alone. A batch starts only once every write of the one before
+    /// went through.
     pub fn batches(&self) -> Vec<Range<usize>> {
         let mut batches: Vec<Range<usize>> = Vec::new();
         for (index, write) in self.writes.iter().enumerate() {
+            let batching = write.batching();
             match batches.last_mut() {
-                Some(batch) if !write.ordered() && !self.writes[batch.start].ordered() => {
+                Some(batch)
+                    if batching != Batching::Alone
+                        && self.writes[batch.start].batching() == batching =>
+                {
                     batch.end = index + 1;
                 }
                 _ => batches.push(index..index + 1),
@@ -171,12 +203,21 @@ impl Plan {
         })
     }
 
-    /// Whether the pass decides again once these writes went through: a plan that only
-    /// creates the missing Operations is followed at once by the decision on what it created,
-    /// so the first claims need no second pass (and the parent no status in between).
-    pub fn decide_again(&self) -> bool {
-        !self.writes.is_empty()
+    /// What the pass does once these writes went through. A plan that only creates the
+    /// missing Operations is followed at once by the decision on what it created; a plan that
+    /// claims, by observing what it claimed (the apply it enables) and deciding again, so a
+    /// claim, its apply and, for what is healthy at once, its end need no second pass, and the
+    /// parent no status in between.
+    pub fn then(&self) -> Then {
+        if self.claims() {
+            Then::ObserveAndDecide
+        } else if !self.writes.is_empty()
             && self.writes.iter().all(|write| matches!(write, OperationWrite::Create { .. }))
+        {
+            Then::Decide
+        } else {
+            Then::Done
+        }
     }
 
     fn claims(&self) -> bool {

@@ -36,13 +36,13 @@ mod properties;
 #[cfg(test)]
 mod spec_rules;
 
-pub use decide::{Health, Observed, OperationWrite, Plan, WriteKind, decide};
+pub use decide::{Batching, Health, Observed, OperationWrite, Plan, Then, WriteKind, decide};
 pub use duration::{DurationError, parse_duration};
 pub use facts::{ApplyFacts, Idempotency, LeaseState, error_id};
 pub use gate::{GateClosed, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
 pub use notes::{EventText, Note, Severity, reconcile_failed, too_large};
-pub use pacing::{StatusWrite, status_write};
+pub use pacing::{StatusWrite, progress_interval, status_write};
 pub use pass::{Begin, Next, Pace, begin, key_needs_finalizer, next};
 pub use project::{carry_transition_times, project};
 pub use transitions::{Outcome, Refused, claim, dismiss, finish, lost, resume, stop, take_over};

@@ -10,6 +10,21 @@ use std::time::Duration;
 
 use crate::crd::{ApplyStatus, OperationCounts};
 
+/// The spec size that adds a second to the progress pace (see [`progress_interval`]).
+const BYTES_PER_SECOND_OF_PACE: usize = 256 * 1024;
+/// The slowest progress pace, however large the Apply.
+const SLOWEST_PACE: Duration = Duration::from_secs(8);
+
+/// How often a change of progress alone is written for an Apply whose spec serializes to
+/// `spec_bytes`: once a second, plus a second per 256 KiB. Every status write carries (and the
+/// API server re-encodes and stores) the whole object, so a 1 MiB Apply pays about five times
+/// what a small one does per write and is rewritten about five times less often; at most every
+/// eight seconds.
+pub fn progress_interval(spec_bytes: usize) -> Duration {
+    let extra = u32::try_from(spec_bytes / BYTES_PER_SECOND_OF_PACE).unwrap_or(u32::MAX);
+    (Duration::from_secs(1) + Duration::from_secs(1).saturating_mul(extra)).min(SLOWEST_PACE)
+}
+
 /// What to do with a newly projected parent status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusWrite {
@@ -66,6 +81,13 @@ mod tests {
     use crate::lifecycle::{carry_transition_times, project};
 
     const PACE: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn the_progress_pace_grows_with_the_apply_and_has_a_ceiling() {
+        assert_eq!(progress_interval(2_000), Duration::from_secs(1));
+        assert_eq!(progress_interval(1_080_000), Duration::from_secs(5), "a 1 MiB Apply");
+        assert_eq!(progress_interval(usize::MAX), SLOWEST_PACE);
+    }
 
     fn projected(statuses: Vec<crate::crd::OperationStatus>) -> ApplyStatus {
         let spec = spec(statuses.len(), FailurePolicy::Continue, 3);

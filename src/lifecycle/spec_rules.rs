@@ -609,14 +609,15 @@ fn successes_and_claims_make_no_events_but_failures_do() {
 }
 
 #[test]
-fn claims_and_dismissals_are_written_one_at_a_time_the_rest_side_by_side() {
-    // Two finishes, then two claims: the finishes form one batch, each claim its own.
+fn a_window_is_claimed_side_by_side_after_the_writes_before_it_and_a_dismissal_alone() {
+    // Rule 3: two finishes, then the window's two claims side by side, in a batch of their own.
     let spec = spec(4, FailurePolicy::Halt, 2);
     let health = [("a", Health::Healthy), ("b", Health::Healthy)];
     let plan = plan_with(&spec, vec![mine(1), mine(1), pending(0), pending(0)], &health, 10);
     let kinds: Vec<_> = writes(&plan).into_iter().map(|(_, kind, _)| kind).collect();
     assert_eq!(kinds, [WriteKind::Finish, WriteKind::Finish, WriteKind::Claim, WriteKind::Claim]);
-    assert_eq!(plan.batches(), vec![0..2, 2..3, 3..4]);
+    assert_eq!(plan.batches(), vec![0..2, 2..4]);
+    assert_eq!(plan.then(), Then::ObserveAndDecide, "what was claimed runs in the same pass");
     // Creating the missing operations is one batch.
     let create = decide(&Observed {
         apply: facts(&spec),
@@ -628,8 +629,22 @@ fn claims_and_dismissals_are_written_one_at_a_time_the_rest_side_by_side() {
         now: at(10),
     });
     assert_eq!(create.batches(), vec![0..4]);
-    assert!(!WriteKind::Stop.ordered() && !WriteKind::Resume.ordered());
-    assert!(WriteKind::Claim.ordered() && WriteKind::Dismiss.ordered());
+    assert_eq!(WriteKind::Dismiss.batching(), Batching::Alone);
+    assert_eq!(WriteKind::Stop.batching(), WriteKind::Resume.batching());
+}
+
+#[test]
+fn a_lost_lower_claim_is_claimed_first_in_the_next_pass() {
+    // Rule 3: `b`'s claim lost while `c`'s won: `b` is Pending under a Running `c` until the
+    // next pass, which claims it first; nothing above it goes ahead of it.
+    let spec = spec(5, FailurePolicy::Halt, 3);
+    let statuses = vec![mine(1), pending(0), mine(1), pending(0), pending(0)];
+    let plan = plan(&spec, statuses);
+    assert_eq!(
+        writes(&plan),
+        vec![("b".into(), WriteKind::Claim, OperationPhase::Running)],
+        "the gap first, and the window is full after it"
+    );
 }
 
 #[test]

@@ -35,6 +35,9 @@ use crate::{Error, Result};
 
 use self::snapshot::Snapshot;
 
+/// How long one pass goes on deciding again on what it claimed before it publishes the parent
+/// status (about the progress pace: a reader never waits much longer for news).
+const PASS_BUDGET: Duration = Duration::from_secs(1);
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
 /// How long after another holder's lease expires by the local clock to look at it again.
@@ -92,23 +95,53 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     }
     step!(key::take(&mut snapshot, &key_write, context).await?);
     timings.mark("read");
-    let observed = match observe {
-        true => observe::runs(&snapshot, context).await,
-        false => {
-            // A stop in effect: the running operations stop at this check, unobserved.
-            context.engine.watches().forget(&snapshot.uid);
-            observe::Observed { health: BTreeMap::new(), retry_soon: false }
-        }
-    };
+    let mut observed = observe_runs(&snapshot, observe, context).await;
     timings.mark("observed");
-    let written = step!(writes::decide_and_write(&mut snapshot, &observed.health, context).await?);
+    let mut notes = Vec::new();
+    let written = loop {
+        let round =
+            writes::decide_and_write(&mut snapshot, &observed.health, context, &mut notes).await;
+        let round = match round {
+            Ok(ControlFlow::Continue(round)) => round,
+            cut_short => {
+                // The Events of the writes that went through are recorded either way.
+                events::publish_all(apply, &notes, context).await;
+                return cut_short.map(|flow| match flow {
+                    ControlFlow::Break(action) => action,
+                    ControlFlow::Continue(_) => Action::requeue(RETRY_SOON),
+                });
+            }
+        };
+        // What the round claimed runs at once. The rounds of one pass are bounded so that the
+        // parent's progress is never long out of date; the claims' own watch events bring the
+        // next pass.
+        if !round.observe_again || timings.since_start() >= PASS_BUDGET {
+            break round;
+        }
+        let again = observe_runs(&snapshot, observe, context).await;
+        observed.retry_soon |= again.retry_soon;
+        observed.health = again.health;
+    };
     timings.mark("written");
     let published = step!(status::publish(&snapshot, context).await?);
     timings.mark("projected");
-    events::publish_all(apply, &written.notes, context).await;
+    events::publish_all(apply, &notes, context).await;
     timings.mark("recorded");
     debug!(timings = %timings, operations = snapshot.operations.len(), "pass");
     settle(&snapshot, &published, written.timeout, observed.retry_soon, context).await
+}
+
+/// Observes the runs, or, with a stop in effect, lets them stop at this check unobserved.
+async fn observe_runs(
+    snapshot: &Snapshot<'_>,
+    observe: bool,
+    context: &Context,
+) -> observe::Observed {
+    if observe {
+        return observe::runs(snapshot, context).await;
+    }
+    context.engine.watches().forget(&snapshot.uid);
+    observe::Observed { health: BTreeMap::new(), retry_soon: false }
 }
 
 /// The last step: the key's end-of-rollout write, then what the core says comes next.
@@ -178,6 +211,10 @@ struct Timings {
 impl Timings {
     fn start() -> Self {
         Timings { started: Instant::now(), marks: Vec::new() }
+    }
+
+    fn since_start(&self) -> Duration {
+        self.started.elapsed()
     }
 
     fn mark(&mut self, step: &'static str) {

@@ -110,6 +110,12 @@ impl<'a> Snapshot<'a> {
     }
 
     /// The Operations' API in the Apply's namespace.
+    /// The size of the Apply's spec as the API server stores it (near enough: JSON), for the
+    /// pace of progress writes.
+    pub fn spec_bytes(&self) -> usize {
+        serde_json::to_vec(&self.apply.spec).map_or(0, |bytes| bytes.len())
+    }
+
     pub fn operations_api(&self, context: &Context) -> Api<Operation> {
         Api::namespaced(context.client.clone(), &self.namespace)
     }

@@ -14,12 +14,10 @@ use super::snapshot::Snapshot;
 use super::{Context, LEASE_RETRY, may_write};
 use crate::crd::{Apply, ApplyStatus};
 use crate::engine::FIELD_MANAGER;
-use crate::lifecycle::{StatusWrite, carry_transition_times, project, status_write};
+use crate::lifecycle::{
+    StatusWrite, carry_transition_times, progress_interval, project, status_write,
+};
 use crate::{Error, Result};
-
-/// How often a change of progress alone is written to the parent status (see
-/// `lifecycle::status_write`); anything else is written at once.
-const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The status this pass projected, and whether part of it waits to be written.
 pub(super) struct Published {
@@ -40,7 +38,9 @@ pub(super) async fn publish(
     context.metrics.count_operations(&snapshot.uid, Some(&status.operations));
     let since_last_write = context.status_writes.since(&snapshot.uid);
     let mut held_back = None;
-    match status_write(previous, &status, since_last_write, PROGRESS_WRITE_INTERVAL) {
+    // Anything but progress is written at once; progress at a pace that grows with the size.
+    let pace = progress_interval(snapshot.spec_bytes());
+    match status_write(previous, &status, since_last_write, pace) {
         StatusWrite::Unchanged => {}
         StatusWrite::After(wait) => held_back = Some(wait),
         StatusWrite::Now => {

@@ -16,35 +16,38 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info};
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, RETRY_SOON, events, finalizer, may_write};
+use super::{Context, LEASE_RETRY, RETRY_SOON, finalizer, may_write};
 use crate::crd::{
     ANNOTATION_RECREATED, Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase,
     OperationSpec, OperationStatus,
 };
 use crate::lifecycle::{
-    Health, LeaseState, Note, Observed, OperationWrite, Plan, WriteKind, decide, expand, values_of,
+    Health, LeaseState, Note, Observed, OperationWrite, Plan, Then, WriteKind, decide, expand,
+    values_of,
 };
 use crate::{Error, Result};
 
 /// How many independent Operation writes are made at once.
 const WRITE_CONCURRENCY: usize = 32;
 
-/// What the writes of a pass left for the later steps.
+/// What one round of decisions and writes left for the later steps.
 pub(super) struct Written {
-    /// The notes of the writes that went through, to record as Events.
-    pub notes: Vec<Note>,
     /// The nearest timeout of a running operation.
     pub timeout: Option<Duration>,
+    /// The round claimed: observe what it claimed and decide again.
+    pub observe_again: bool,
 }
 
-/// Decides and writes until the plan needs no second decision (see `Plan::decide_again`).
+/// Decides and writes until the plan says the round is over (`Plan::then`); the notes of the
+/// writes that went through go to `notes`. A round cut short (a lost write, the lease gone)
+/// breaks with what to do instead.
 pub(super) async fn decide_and_write(
     snapshot: &mut Snapshot<'_>,
     health: &BTreeMap<String, Health>,
     context: &Context,
+    notes: &mut Vec<Note>,
 ) -> Result<ControlFlow<Action, Written>> {
     let api = snapshot.operations_api(context);
-    let mut notes = Vec::new();
     loop {
         let children = snapshot.children();
         let plan = decide(&Observed {
@@ -67,16 +70,20 @@ pub(super) async fn decide_and_write(
         }
         let (made, outcome) = write_plan(snapshot, &api, &plan, context).await;
         notes.extend(plan.notes_for(&made).cloned());
-        if outcome.is_err() || made.iter().any(|made| !made) {
-            // The Events of the writes that went through are recorded; the rest is decided
-            // again from fresh reads.
-            events::publish_all(snapshot.apply, &notes, context).await;
-            // A conflict means someone else moved first: not an error.
-            outcome?;
+        // A conflict means someone else moved first: not an error. The rest is decided again
+        // from fresh reads.
+        outcome?;
+        if made.iter().any(|made| !made) {
             return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
         }
-        if !plan.decide_again() {
-            return Ok(ControlFlow::Continue(Written { notes, timeout: plan.requeue_after }));
+        match plan.then() {
+            Then::Decide => continue,
+            then => {
+                return Ok(ControlFlow::Continue(Written {
+                    timeout: plan.requeue_after,
+                    observe_again: then == Then::ObserveAndDecide,
+                }));
+            }
         }
     }
 }
