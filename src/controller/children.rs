@@ -1,6 +1,11 @@
 //! The Operations of an Apply, read from the controller's watch cache instead of a list per
 //! pass, overlaid with this replica's own writes the cache has not caught up with yet.
 //!
+//! The cache keeps Operations without their manifests ([`lighten`]): they are fixed at
+//! creation and needed only to apply a run, so memory follows the count of Operations, not
+//! their size. A run applied from a cached Operation reads its manifests first
+//! ([`manifests_left_out`]); one applied right after its claim has them from the claim's answer.
+//!
 //! The overlay is exact, not a guess: each write remembers the `resourceVersion` it replaced.
 //! While the cache still shows that version, the written object is newer; once the cache shows
 //! anything else (the write itself, or someone's later write), the cache is. A stale read can
@@ -15,6 +20,25 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 
 use crate::crd::{Apply, Operation};
+
+/// Marks a cached Operation whose manifests were left out (never written: a status write
+/// carries only the status).
+pub const MANIFESTS_LEFT_OUT: &str = "baton.dev/manifests-left-out";
+
+/// What the cache keeps of an Operation: no managed fields (nothing here reads them) and no
+/// manifests (marked as left out).
+pub fn lighten(op: &mut Operation) {
+    op.managed_fields_mut().clear();
+    if !op.spec.manifests.is_empty() {
+        op.spec.manifests = Vec::new();
+        op.annotations_mut().insert(MANIFESTS_LEFT_OUT.to_owned(), "true".to_owned());
+    }
+}
+
+/// Whether `op` came from the cache without its manifests.
+pub fn manifests_left_out(op: &Operation) -> bool {
+    op.annotations().contains_key(MANIFESTS_LEFT_OUT)
+}
 
 /// One of this replica's writes, until the cache shows it or something newer.
 struct Written {
@@ -82,10 +106,12 @@ impl Children {
     /// Remembers a write until the cache shows it: `before` is the object it replaced.
     pub fn wrote(&self, owner: &str, before: Option<&Operation>, after: &Operation) {
         let Some(uid) = after.uid() else { return };
+        let mut object = after.clone();
+        lighten(&mut object);
         let written = Written {
             owner: owner.to_owned(),
             replaced: before.and_then(ResourceExt::resource_version),
-            object: after.clone(),
+            object,
         };
         self.lock().insert(uid, written);
     }
@@ -192,6 +218,23 @@ mod tests {
         children.wrote("apply-uid", Some(&op("a", "1", 0)), &op("a", "2", 1));
         writer.apply_watcher_event(&Event::Delete(op("a", "1", 0)));
         assert_eq!(versions(&children), ["b@7"], "a deleted Operation is not brought back");
+    }
+
+    #[test]
+    fn the_cache_keeps_no_manifests_and_says_so() {
+        let mut heavy = op("a", "1", 0);
+        heavy.spec.manifests = vec![serde_json::json!({"kind": "ConfigMap", "data": {"k": "v"}})];
+        lighten(&mut heavy);
+        assert!(heavy.spec.manifests.is_empty() && manifests_left_out(&heavy));
+        let mut empty = op("b", "1", 0);
+        lighten(&mut empty);
+        assert!(!manifests_left_out(&empty), "nothing was left out");
+        let (children, _writer) = ready();
+        let mut written = op("c", "2", 1);
+        written.spec.manifests = vec![serde_json::json!({"kind": "ConfigMap"})];
+        children.wrote("apply-uid", None, &written);
+        let overlaid = children.of(&apply()).expect("a ready cache");
+        assert!(overlaid.iter().all(|op| op.spec.manifests.is_empty() && manifests_left_out(op)));
     }
 
     #[test]

@@ -121,11 +121,11 @@ pub async fn run(settings: Settings) -> Result<()> {
 
     let (applies, operations) = watched_apis(&client, settings.namespace.as_deref());
     // The Operation watch both wakes their Apply and fills the cache reconciles read from
-    // (without managed fields, which nothing here reads).
+    // (lightened: see `children`).
     let (operation_store, operation_cache) = reflector::store();
     let operation_events = watcher(operations, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|op| kube::ResourceExt::managed_fields_mut(op).clear())
+        .modify(children::lighten)
         .reflect(operation_cache)
         .touched_objects();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();

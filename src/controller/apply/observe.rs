@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
-use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 use tracing::{debug, info};
 
 use super::Context;
 use super::snapshot::Snapshot;
 use crate::controller::Dispatch;
+use crate::controller::children::manifests_left_out;
 use crate::crd::{Operation, OperationPhase};
 use crate::engine::{Check, RunTarget, Wants};
 use crate::lifecycle::Health;
@@ -81,6 +82,22 @@ pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Observed
     observed
 }
 
+/// `op` with its manifests: as it is, or read again when it came from the cache without them.
+async fn with_manifests<'a>(
+    op: &'a Operation,
+    context: &Context,
+) -> Result<std::borrow::Cow<'a, Operation>, String> {
+    if !manifests_left_out(op) {
+        return Ok(std::borrow::Cow::Borrowed(op));
+    }
+    let api: Api<Operation> =
+        Api::namespaced(context.client.clone(), &op.namespace().unwrap_or_default());
+    api.get(&op.name_any())
+        .await
+        .map(std::borrow::Cow::Owned)
+        .map_err(|error| format!("reading the manifests of Operation `{}`: {error}", op.name_any()))
+}
+
 /// Applies one running operation (once per run) and reads its health, and what it waits on.
 async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (String, Check, Wants) {
     let name = op.spec.name.clone();
@@ -89,6 +106,14 @@ async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (Strin
     let dispatch = match context.runs.get(&run) {
         Some(dispatch) => dispatch,
         None => {
+            let full = match with_manifests(op, context).await {
+                Ok(full) => full,
+                Err(message) => {
+                    let check = Check { health: Health::Waiting(message), retry_soon: true };
+                    return (name, check, Wants::new());
+                }
+            };
+            let target = RunTarget { operation: &full.spec, ..target };
             let dispatch = match context.engine.dispatch(&target).await {
                 Ok(inventory) => {
                     info!(operation = %name, attempt, objects = inventory.len(), "applied");

@@ -209,6 +209,10 @@ async fn replace_status(
 ) -> Result<Option<Operation>> {
     let mut next = current.clone();
     next.metadata.managed_fields = None;
+    // Only the status is written; the cache's own mark is not sent.
+    if let Some(annotations) = next.metadata.annotations.as_mut() {
+        annotations.remove(crate::controller::children::MANIFESTS_LEFT_OUT);
+    }
     next.status = Some(with_inventory(current, status, context));
     let object_name = next.name_any();
     match api.replace_status(&object_name, &PostParams::default(), &next).await {
