@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{baton_binary, http_get, repo_root, wait_for};
+use crate::{baton_binary, repo_root, wait_for};
 
 /// How long a browser check waits for the page to show something.
 pub const PAGE_PATIENCE: Duration = Duration::from_secs(45);
@@ -70,6 +70,12 @@ fn free_port() -> u16 {
 pub struct Browser {
     /// The WebDriver session.
     pub driver: WebDriver,
+    /// Declared last: the session's client goes first.
+    _processes: Processes,
+}
+
+/// chromedriver (leading its own process group, the browser in it) and the browser's profile.
+struct Processes {
     chromedriver: Child,
     profile: PathBuf,
 }
@@ -81,21 +87,23 @@ impl Browser {
         let port = free_port();
         // Its own process group, so dropping the browser ends the driver and every Chromium
         // process it started, even when the session was never closed.
-        let child = Command::new(chromedriver)
+        let chromedriver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .expect("starting chromedriver");
+        let profile = std::env::temp_dir().join(format!("baton-e2e-chromium-{port}"));
+        // Owned before anything can fail, so a failed start leaves no process behind.
+        let processes = Processes { chromedriver, profile };
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for("chromedriver to answer", Duration::from_secs(20), || async move {
-            http_get(address, "/status").await.filter(|(code, _)| *code == 200).map(|_| ())
+        wait_for("chromedriver to listen", Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(address).await.ok().map(drop)
         })
         .await;
-        let profile = std::env::temp_dir().join(format!("baton-e2e-chromium-{port}"));
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
-        args.push(format!("--user-data-dir={}", profile.display()));
+        args.push(format!("--user-data-dir={}", processes.profile.display()));
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), json!({"binary": chromium, "args": args}));
         let driver = ClientBuilder::new(HttpConnector::new())
@@ -103,7 +111,7 @@ impl Browser {
             .connect(&format!("http://{address}"))
             .await
             .expect("a Chromium session");
-        Browser { driver, chromedriver: child, profile }
+        Browser { driver, _processes: processes }
     }
 
     /// Opens `url` and waits until its document has loaded.
@@ -188,7 +196,7 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+impl Drop for Processes {
     fn drop(&mut self) {
         // The driver leads its process group: end it and every browser process together.
         let group = format!("-{}", self.chromedriver.id());

@@ -210,7 +210,7 @@ fn apply_fragment(dashboard: &Dashboard, name: &str) -> String {
 async fn list_events(
     State(dashboard): State<Shared>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    live(dashboard, |dashboard| list_fragment(dashboard))
+    live(dashboard, list_fragment)
 }
 
 async fn apply_events(

@@ -325,6 +325,9 @@ fn error_section(apply: &Apply, link: &str, now: Timestamp) -> String {
     html
 }
 
+/// A cluster (`None`: the Apply's own) and its operations, with their positions in the spec.
+type ClusterGroup<'a> = (Option<String>, Vec<(usize, &'a OperationEntry)>);
+
 /// The operations in spec order, grouped by cluster in the order clusters first appear.
 fn operations_section(
     apply: &Apply,
@@ -332,7 +335,7 @@ fn operations_section(
     link: &str,
     now: Timestamp,
 ) -> String {
-    let mut groups: Vec<(Option<String>, Vec<(usize, &OperationEntry)>)> = Vec::new();
+    let mut groups: Vec<ClusterGroup<'_>> = Vec::new();
     for (index, entry) in apply.spec.operations.iter().enumerate() {
         let cluster = entry.target.cluster.clone();
         match groups.iter_mut().find(|(existing, _)| *existing == cluster) {

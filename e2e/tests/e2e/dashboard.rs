@@ -321,6 +321,8 @@ async fn dashboard_shows_a_fleet_rollout_by_cluster_and_saves_its_screenshot() {
         .await;
     assert_accessible(&browser, "a fleet Apply").await;
     assert!(fits_width(&browser).await, "the page fits 1280×800");
+    // The README's picture: taller than 800 so that every cluster is in it.
+    browser.resize(1280, 1000).await;
     let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs");
     browser.screenshot(&docs.join("dashboard.png")).await;
 
