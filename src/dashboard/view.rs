@@ -424,7 +424,7 @@ fn gate(
     let mut parts = Vec::new();
     if awaits_approval(apply, &entry.name, status.phase) {
         parts.push(format!(
-            r#"<span class="gate-wait"><span class="mark" aria-hidden="true">⏵</span> awaits approval</span> {}"#,
+            r#"<span class="gate-wait"><span class="mark" aria-hidden="true">◆</span> awaits approval</span> {}"#,
             button(
                 &format!("approve-{}", path_segment(&entry.name)),
                 &format!("{link}/approve/{}", path_segment(&entry.name)),
