@@ -215,7 +215,10 @@ if [[ "${BATON_DEMO_KEEP:-0}" == "1" ]]; then
     say "every sample settled; the cluster and the operator keep running (BATON_DEMO_KEEP=1):"
     echo "  export KUBECONFIG=$KUBECONFIG PATH=$root/target/debug:\$PATH"
     echo "  kubectl baton status web -n $ns"
+    echo "  kubectl baton dashboard -n $ns    # then open http://127.0.0.1:3210/"
     echo "  stop everything: kill $operator_pid${state:+; for s in $state $state-eu $state-us; do bash e2e/control-plane/stop.sh \$s; done}"
     exit 0
 fi
+say "the same rollouts in a browser, with your credentials (keep the cluster with BATON_DEMO_KEEP=1):"
+echo "  KUBECONFIG=$KUBECONFIG $root/target/debug/kubectl-baton dashboard -n $ns    # then open http://127.0.0.1:3210/"
 say "every sample settled; stopping"

@@ -2,11 +2,13 @@
 //!
 //! `crd` holds the API types and `lifecycle` the pure decision core. `controller` reads,
 //! decides with `lifecycle` and writes; `engine` applies manifests and reads their health;
-//! `lease` holds one Lease per active Apply.
+//! `lease` holds one Lease per active Apply. `plugin` and `dashboard` are `kubectl baton`: they
+//! act as the user, never as the operator.
 
 pub mod admin;
 pub mod controller;
 pub mod crd;
+pub mod dashboard;
 pub mod engine;
 pub mod lease;
 pub mod lifecycle;

@@ -1,8 +1,10 @@
 //! `kubectl baton`: status, stop, resume, dismiss and watch an Apply. Every command prints what
 //! it did in one line and fails with a message naming the Apply when it cannot.
 //!
-//! It only reads Applies and Operations and patches `spec.stop` / `spec.dismissError`, exactly as
-//! a user would with `kubectl patch`; it never writes status.
+//! It only reads Applies and Operations and patches `spec.stop` / `spec.dismissError` /
+//! `spec.approvals`, exactly as a user would with `kubectl patch`; it never writes status. The
+//! actions (stop, resume, dismiss, approve) return their one line instead of printing it, so the
+//! dashboard (`crate::dashboard`) makes the very same patches and shows the same words.
 
 use std::io::Write;
 use std::time::Duration;
@@ -71,20 +73,20 @@ impl Plugin {
     }
 
     /// `stop NAME`: requests a stop.
-    pub async fn stop(&self, name: &str, out: &mut impl Write) -> Result<()> {
+    pub async fn stop(&self, name: &str) -> Result<String> {
         self.patch_spec(name, json!({"stop": true})).await?;
-        line(out, format!("apply/{name}: stop requested; pending operations will be Stopped"))
+        Ok(format!("apply/{name}: stop requested; pending operations will be Stopped"))
     }
 
     /// `resume NAME`: withdraws the stop.
-    pub async fn resume(&self, name: &str, out: &mut impl Write) -> Result<()> {
+    pub async fn resume(&self, name: &str) -> Result<String> {
         self.patch_spec(name, json!({"stop": false})).await?;
-        line(out, format!("apply/{name}: resumed; stopped operations go back to Pending"))
+        Ok(format!("apply/{name}: resumed; stopped operations go back to Pending"))
     }
 
     /// `approve NAME OPERATION`: adds the operation to `spec.approvals`, guarded by the
     /// resourceVersion read, so an approval written meanwhile by someone else is never lost.
-    pub async fn approve(&self, name: &str, operation: &str, out: &mut impl Write) -> Result<()> {
+    pub async fn approve(&self, name: &str, operation: &str) -> Result<String> {
         let apply = self.get(name).await?;
         let entry = apply.spec.operations.iter().find(|entry| entry.name == operation);
         let Some(entry) = entry else {
@@ -96,7 +98,7 @@ impl Plugin {
             )));
         }
         if apply.spec.approvals.iter().any(|approved| approved == operation) {
-            return line(out, format!("apply/{name}: operation `{operation}` is already approved"));
+            return Ok(format!("apply/{name}: operation `{operation}` is already approved"));
         }
         let mut approvals = apply.spec.approvals.clone();
         approvals.push(operation.to_owned());
@@ -113,23 +115,28 @@ impl Plugin {
                 source,
             }
         })?;
-        line(out, format!("apply/{name}: operation `{operation}` approved"))
+        Ok(format!("apply/{name}: operation `{operation}` approved"))
     }
 
     /// `dismiss NAME`: dismisses the current error by its id, read from the status.
-    pub async fn dismiss(&self, name: &str, out: &mut impl Write) -> Result<()> {
+    pub async fn dismiss(&self, name: &str) -> Result<String> {
         let apply = self.get(name).await?;
         let Some(error) = apply.status.and_then(|status| status.error) else {
             return Err(Error::Conflict(format!("apply `{name}` has no error to dismiss")));
         };
-        self.patch_spec(name, json!({"dismissError": error.id})).await?;
-        line(
-            out,
-            format!(
-                "apply/{name}: dismissed error {} (operation `{}`); failed operations run again",
-                error.id, error.operation
-            ),
-        )
+        self.dismiss_id(name, &error.id).await?;
+        Ok(format!(
+            "apply/{name}: dismissed error {} (operation `{}`); failed operations run again",
+            error.id, error.operation
+        ))
+    }
+
+    /// Dismisses the error `id`, as the user saw it (the dashboard shows it beside its button).
+    /// An id that is no longer current dismisses nothing: the operator says so in the Apply's
+    /// `DismissalRejected` condition (SPEC.md section 5).
+    pub async fn dismiss_id(&self, name: &str, id: &str) -> Result<String> {
+        self.patch_spec(name, json!({"dismissError": id})).await?;
+        Ok(format!("apply/{name}: dismissal of error {id} requested; failed operations run again"))
     }
 
     /// `status NAME`: the Apply and its operations as a tree.
@@ -239,10 +246,7 @@ impl Plugin {
 
 /// What an operation's gate says, when it says more than its message: it awaits an approval.
 fn gate_note(apply: &Apply, op: &Operation, status: &OperationStatus) -> Option<String> {
-    let waiting = status.phase == OperationPhase::Pending
-        && op.spec.approval.is_some()
-        && !apply.spec.approvals.contains(&op.spec.name);
-    waiting.then(|| {
+    awaits_approval(apply, &op.spec.name, status.phase).then(|| {
         format!(
             "awaits approval: kubectl baton approve {} {}",
             apply.metadata.name.clone().unwrap_or_default(),
@@ -251,7 +255,21 @@ fn gate_note(apply: &Apply, op: &Operation, status: &OperationStatus) -> Option<
     })
 }
 
-fn age(since: Option<&Time>, now: Timestamp) -> String {
+/// Whether `operation` of `apply`, now in `phase`, waits for a person: it is Pending, its entry
+/// requires an approval, and `spec.approvals` does not name it yet.
+pub fn awaits_approval(apply: &Apply, operation: &str, phase: OperationPhase) -> bool {
+    let required = apply
+        .spec
+        .operations
+        .iter()
+        .any(|entry| entry.name == operation && entry.approval.is_some());
+    phase == OperationPhase::Pending
+        && required
+        && !apply.spec.approvals.iter().any(|approved| approved == operation)
+}
+
+/// How long ago `since` was, as kubectl writes ages (`42s`, `3m5s`, `2h13m`).
+pub fn age(since: Option<&Time>, now: Timestamp) -> String {
     let Some(since) = since else { return "-".to_owned() };
     let seconds = now.duration_since(since.0).as_secs().max(0);
     match seconds {

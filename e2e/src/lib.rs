@@ -8,6 +8,7 @@
 //! (it needs kwok with `e2e/control-plane/kwok/stages.yaml` for the workload tests).
 
 pub mod argocd;
+pub mod browser;
 pub mod fleet;
 pub mod kstatus;
 pub mod pods;

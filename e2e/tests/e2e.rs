@@ -7,6 +7,7 @@ mod e2e {
     pub mod bad_input;
     pub mod chart;
     pub mod control_plane;
+    pub mod dashboard;
     pub mod edges;
     pub mod fleet;
     pub mod gates;

@@ -1,8 +1,11 @@
 //! `kubectl baton`: the kubectl plugin for baton rollouts. Installed as `kubectl-baton` on the
 //! PATH, kubectl runs it for `kubectl baton ...`.
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use baton::dashboard;
 use baton::plugin::Plugin;
 use baton::{Error, Result};
 use clap::{Parser, Subcommand};
@@ -11,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "kubectl baton",
     version,
-    about = "Status, stop, resume, dismiss and watch baton rollouts"
+    about = "Status, stop, resume, dismiss, approve and watch baton rollouts, or look at them in a browser"
 )]
 struct Cli {
     /// Namespace of the Apply (default: the kubeconfig context's namespace).
@@ -35,6 +38,12 @@ enum Command {
     Approve { name: String, operation: String },
     /// Show live progress until the rollout settles.
     Watch { name: String },
+    /// Serve a live web page of the namespace's rollouts, with your credentials, on loopback.
+    Dashboard {
+        /// Where to listen. Anything but loopback lets whoever reaches it act as you.
+        #[arg(long, default_value = dashboard::DEFAULT_ADDRESS)]
+        address: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,14 +69,24 @@ async fn run(cli: Cli) -> Result<()> {
     let namespace = cli.namespace.unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config)
         .map_err(|source| Error::Kube { context: "building the client".into(), source })?;
-    let plugin = Plugin::new(client, &namespace);
+    let plugin = Plugin::new(client.clone(), &namespace);
     let mut out = std::io::stdout().lock();
     match &cli.command {
         Command::Status { name } => plugin.status(name, &mut out).await,
-        Command::Stop { name } => plugin.stop(name, &mut out).await,
-        Command::Resume { name } => plugin.resume(name, &mut out).await,
-        Command::Dismiss { name } => plugin.dismiss(name, &mut out).await,
-        Command::Approve { name, operation } => plugin.approve(name, operation, &mut out).await,
+        Command::Stop { name } => print(&mut out, plugin.stop(name).await?),
+        Command::Resume { name } => print(&mut out, plugin.resume(name).await?),
+        Command::Dismiss { name } => print(&mut out, plugin.dismiss(name).await?),
+        Command::Approve { name, operation } => {
+            print(&mut out, plugin.approve(name, operation).await?)
+        }
         Command::Watch { name } => plugin.watch(name, &mut out).await,
+        Command::Dashboard { address } => {
+            drop(plugin);
+            dashboard::serve(client, &namespace, *address, &mut out).await
+        }
     }
+}
+
+fn print(out: &mut impl Write, line: String) -> Result<()> {
+    writeln!(out, "{line}").map_err(|source| Error::Io { path: "standard output".into(), source })
 }
