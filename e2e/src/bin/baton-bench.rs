@@ -1374,8 +1374,8 @@ async fn fleet(client: &Client, sizes: Sizes) -> (Row, Vec<PerCluster>, Vec<PerC
         baselines.push(baseline);
     }
     println!(
-        "\nfleet: operator RSS with 3 clusters (2 registered), the most over {} runs: {:.1} MiB at the end, {:.1} MiB peak (sampled every {}ms)",
-        sizes.runs,
+        "\nfleet: operator RSS with 3 clusters (2 registered){}: {:.1} MiB at the end, {:.1} MiB peak (sampled every {}ms)",
+        if sizes.runs > 1 { format!(", the most of {} runs", sizes.runs) } else { String::new() },
         end_rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0,
         POLL.as_millis()
