@@ -666,11 +666,14 @@ impl Side {
         }
     }
 
-    /// Writes by kind, the median of each over the runs.
+    /// Writes by kind, the median of each over the runs (kinds written in fewer than half of
+    /// them left out).
     fn kinds_cell(&self) -> String {
         self.kinds
             .iter()
-            .map(|(kind, counts)| format!("{kind} {:.0}", median(counts)))
+            .map(|(kind, counts)| (kind, median(counts)))
+            .filter(|(_, count)| *count >= 0.5)
+            .map(|(kind, count)| format!("{kind} {count:.0}"))
             .collect::<Vec<_>>()
             .join(", ")
     }
