@@ -29,7 +29,7 @@
 //! - `BATON_BENCH_SCALE_APPLIES` / `BATON_BENCH_IDLE_SECONDS` size the scale scenario;
 //! - `BATON_BENCH_LOG` sets the operator's `RUST_LOG`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,14 +45,15 @@ use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 /// The service account both sides apply as (the baseline applies as the administrator, which
 /// costs the same requests).
 const DEPLOYER: &str = "deployer";
-/// How often the runner looks at the Apply while waiting (reads only, not counted as writes).
+/// How often the runner looks at an object while waiting for a state other than an Apply's
+/// phase, and samples the operator's memory (reads only, taken out of the counts).
 const POLL: Duration = Duration::from_millis(20);
 
 /// How big each scenario is.
@@ -357,13 +358,43 @@ async fn phase(applies: &Api<Apply>, name: &str) -> Option<ApplyPhase> {
     applies.get(name).await.ok()?.status?.phase
 }
 
+/// Waits until every Apply of `names` is in `wanted`, watching the namespace's Applies (a list,
+/// then a watch from it; both counted as the runner's own reads). Polling instead would cost
+/// the API server, and a runner sharing the machine, a read of every Apply each time (a heavy
+/// Apply is 1 MiB), on baton's side only.
 async fn wait_phase(applies: &Api<Apply>, names: &[String], wanted: ApplyPhase) {
-    for name in names {
-        loop {
-            if phase(applies, name).await == Some(wanted) {
-                break;
-            }
+    let mut pending: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let reached = |apply: &Apply| apply.status.as_ref().and_then(|s| s.phase) == Some(wanted);
+    while !pending.is_empty() {
+        runner_read();
+        let Ok(list) = applies.list(&ListParams::default()).await else {
             tokio::time::sleep(POLL).await;
+            continue;
+        };
+        for apply in list.items.iter().filter(|apply| reached(apply)) {
+            pending.remove(apply.name_any().as_str());
+        }
+        let version = list.metadata.resource_version.unwrap_or_default();
+        if pending.is_empty() {
+            break;
+        }
+        runner_read();
+        let Ok(events) = applies.watch(&WatchParams::default().timeout(290), &version).await else {
+            continue;
+        };
+        let mut events = std::pin::pin!(events);
+        // Until the watch ends or fails; then a fresh list.
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                WatchEvent::Added(apply) | WatchEvent::Modified(apply) if reached(&apply) => {
+                    pending.remove(apply.name_any().as_str());
+                    if pending.is_empty() {
+                        break;
+                    }
+                }
+                WatchEvent::Error(_) => break,
+                _ => {}
+            }
         }
     }
 }
@@ -1424,14 +1455,15 @@ async fn fleet_baton(
     }
     let pid = operator.pid();
     let mut peak_rss = 0;
-    for name in &names {
+    let sample = async {
         loop {
             peak_rss = peak_rss.max(rss_kib(pid));
-            if phase(&applies, name).await == Some(ApplyPhase::Succeeded) {
-                break;
-            }
             tokio::time::sleep(POLL).await;
         }
+    };
+    tokio::select! {
+        () = wait_phase(&applies, &names, ApplyPhase::Succeeded) => {}
+        () = sample => {}
     }
     let runs = window.close(&fleet_clients(clients)).await;
     let end_rss = rss_kib(pid);
