@@ -878,14 +878,11 @@ async fn stop_latency(client: &Client, sizes: Sizes) -> Row {
 }
 
 async fn stop_baton(client: &Client, count: usize) -> Run {
-    // baton: the first operation is a Deployment nobody rolls out, so it stays running.
+    // baton: the first operation is a Deployment whose pod never becomes ready, so it stays
+    // running.
     let (ns, operator) = baton_side(client, "bench-stop").await;
     let applies: Api<Apply> = Api::namespaced(client.clone(), &ns.name);
-    let mut manifests = vec![json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "held"},
-        "spec": {"selector": {"matchLabels": {"app": "held"}}, "template": {"metadata": {"labels": {"app": "held"}},
-                 "spec": {"containers": [{"name": "c", "image": "registry.invalid/c:1"}]}}},
-    })];
+    let mut manifests = vec![held_deployment("held")];
     manifests.extend(config_maps("st", count - 1));
     applies
         .create(
