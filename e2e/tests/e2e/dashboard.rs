@@ -13,7 +13,10 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::support::{DEPLOYER, World, app, config_map, deployer_rules, held_deployment, spec};
+use super::support::{
+    DEPLOYER, World, app, config_map, create_rollout_failing_until_a_namespace, deployer_rules,
+    held_deployment, spec,
+};
 
 /// The accessibility basics, checked on the live DOM: landmarks, a caption and column headers
 /// on every table, a text on every button, every phase written in words (its mark hidden from
@@ -150,15 +153,7 @@ async fn dashboard_lists_applies_and_follows_a_rollout_live_then_approves_by_key
 async fn dashboard_stops_resumes_and_dismisses_as_the_plugin_does() {
     let world = World::new("dash-act").await;
     let ns = world.ns.name.clone();
-    let missing = format!("{ns}-later");
-    let mut spec = spec(
-        &ns,
-        FailurePolicy::Pause,
-        1,
-        vec![("a", held_deployment("web-a")), ("b", config_map("b")), ("c", config_map("c"))],
-    );
-    spec.operations[1].target.namespace = missing.clone();
-    world.create("rollout", spec).await;
+    let missing = create_rollout_failing_until_a_namespace(&world).await;
 
     let dashboard = DashboardProcess::start(&cluster().kubeconfig, &ns).await;
     let browser = Browser::start().await;

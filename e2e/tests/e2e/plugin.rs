@@ -1,9 +1,11 @@
 //! `kubectl baton` end to end: kubectl finds the plugin on the PATH and drives a real rollout.
 
-use baton::crd::{ApplyPhase, FailurePolicy, OperationPhase};
+use baton::crd::{ApplyPhase, OperationPhase};
 use baton_e2e::{kubectl_baton, pods};
 
-use super::support::{DEPLOYER, World, app, config_map, deployer_rules, held_deployment, spec};
+use super::support::{
+    DEPLOYER, World, app, create_rollout_failing_until_a_namespace, deployer_rules,
+};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let output = kubectl_baton(args);
@@ -19,16 +21,7 @@ async fn plugin_stops_resumes_dismisses_and_watches_a_rollout() {
     let world = World::new("plugin").await;
     let ns = world.ns.name.clone();
     let n = ns.as_str();
-    // `b` targets a namespace that does not exist yet: it fails until the namespace is created.
-    let missing = format!("{ns}-later");
-    let mut spec = spec(
-        &ns,
-        FailurePolicy::Pause,
-        1,
-        vec![("a", held_deployment("web-a")), ("b", config_map("b")), ("c", config_map("c"))],
-    );
-    spec.operations[1].target.namespace = missing.clone();
-    world.create("rollout", spec).await;
+    let missing = create_rollout_failing_until_a_namespace(&world).await;
 
     let (ok, _, stderr) = run(&["status", "nothing-here", "-n", n]);
     assert!(!ok && stderr.contains("apply `nothing-here` not found"), "{stderr}");

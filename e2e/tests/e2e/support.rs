@@ -167,6 +167,23 @@ async fn allow_deployer(client: &Client, namespace: &str) {
     service_account_with_rules(client, namespace, DEPLOYER, deployer_rules()).await;
 }
 
+/// Creates `rollout` under Pause: `a` a held Deployment, `b` a ConfigMap into a namespace that
+/// does not exist yet (it fails until that namespace is created), `c` a ConfigMap. Returns the
+/// missing namespace's name.
+pub async fn create_rollout_failing_until_a_namespace(world: &World) -> String {
+    let ns = world.ns.name.clone();
+    let missing = format!("{ns}-later");
+    let mut spec = spec(
+        &ns,
+        FailurePolicy::Pause,
+        1,
+        vec![("a", held_deployment("web-a")), ("b", config_map("b")), ("c", config_map("c"))],
+    );
+    spec.operations[1].target.namespace = missing.clone();
+    world.create("rollout", spec).await;
+    missing
+}
+
 pub fn config_map(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"step": name}})
 }
