@@ -155,8 +155,9 @@ pub struct Plan {
     pub status: Option<ApplyStatus>,
     /// When to look again even if nothing changes (the nearest timeout).
     pub requeue_after: Option<Duration>,
-    /// baton's finalizer must be on the Apply before these writes: from the first claim on,
-    /// deleting the Apply must first stop what runs.
+    /// baton's finalizer goes on the Apply with this plan: from the first claim on, deleting
+    /// the Apply must first stop what runs. Before the writes when the plan claims
+    /// ([`Plan::finalizer_first`]), else beside them (the creations right before the claims).
     pub add_finalizer: bool,
 }
 
@@ -220,6 +221,12 @@ impl Plan {
         }
     }
 
+    /// Whether the finalizer must be on before the writes start (the plan claims), rather
+    /// than beside them.
+    pub fn finalizer_first(&self) -> bool {
+        self.add_finalizer && self.claims()
+    }
+
     fn claims(&self) -> bool {
         self.writes
             .iter()
@@ -244,7 +251,15 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         .collect();
     if !missing.is_empty() && !facts.deleting {
         let status = settled_status(observed, &roster);
-        return Plan { writes: missing, status: Some(status), ..Plan::default() };
+        // Claims follow the creation at once when the gate is open for what is created: the
+        // finalizer may then go on beside the creations, not between them and the claims.
+        let claims_follow = claimable_in(facts, &roster, observed.lease).is_ok();
+        return Plan {
+            writes: missing,
+            status: Some(status),
+            add_finalizer: claims_follow && !facts.finalizer,
+            ..Plan::default()
+        };
     }
 
     let mut plan = Plan::default();

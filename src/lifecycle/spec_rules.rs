@@ -956,3 +956,16 @@ fn a_percentage_budget_rounds_down_and_the_verdict_still_fails() {
     spec.max_failed = Some(IntOrString::String("10%".into()));
     assert_eq!(facts(&spec).failure_budget(), 0, "10% of 5 rounds down to 0");
 }
+
+#[test]
+fn the_finalizer_goes_on_beside_the_creations_only_when_claims_follow_them() {
+    let open = spec(2, FailurePolicy::Halt, 1);
+    let creations = plan_as(facts(&open), &[], LeaseState::Held);
+    assert!(creations.add_finalizer && !creations.finalizer_first(), "beside the creations");
+    let mut gated = open.clone();
+    gated.operations[0].approval = Some(crate::crd::Approval::Required);
+    let waiting = plan_as(facts(&gated), &[], LeaseState::Held);
+    assert!(!waiting.add_finalizer, "an Apply that claims nothing gets no finalizer");
+    let claims = plan(&open, vec![pending(0), pending(0)]);
+    assert!(claims.add_finalizer && claims.finalizer_first(), "before the first claim");
+}

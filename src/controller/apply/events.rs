@@ -1,9 +1,9 @@
-//! The record step: Events on the Apply for the notes whose writes went through, side by side,
-//! and for a pass that failed in a way retrying soon will not fix. The words are the
+//! The record step: Events on the Apply for the notes whose writes went through, side by side
+//! in the background, and for a pass that failed in a way retrying soon will not fix. The words are the
 //! lifecycle's (`Note::event`); this only sends them.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::debug;
 
@@ -15,16 +15,28 @@ use crate::lifecycle::{EventText, Note, Severity, reconcile_failed, too_large};
 /// The longest Event message sent; the API server refuses longer notes.
 const MAX_MESSAGE: usize = 1000;
 
-/// Records the notes' Events side by side: they are independent, and a rollout's pass should
-/// not wait on them one by one.
-pub(super) async fn publish_all(apply: &Apply, notes: &[Note], context: &Context) {
-    futures::future::join_all(notes.iter().map(|note| {
-        // The related Operation keeps one operation's Events apart from another's: the
-        // recorder folds Events with the same reason and references into one series.
-        let related = note.operation().map(|operation| operation_ref(apply, operation));
-        send(apply, note.event(context.leases.identity()), related, context)
-    }))
-    .await;
+/// Records the notes' Events side by side, in the background: they are independent of each
+/// other and of the rollout, and a pass should not wait on them (an Event that cannot be
+/// recorded is logged, never retried).
+pub(super) fn publish_all(apply: &Apply, notes: &[Note], context: &Context) {
+    if notes.is_empty() {
+        return;
+    }
+    let events: Vec<Event> = notes
+        .iter()
+        .map(|note| {
+            // The related Operation keeps one operation's Events apart from another's: the
+            // recorder folds Events with the same reason and references into one series.
+            let related = note.operation().map(|operation| operation_ref(apply, operation));
+            event(note.event(context.leases.identity()), related)
+        })
+        .collect();
+    let recorder = context.recorder.clone();
+    let reference = apply.object_ref(&());
+    tokio::spawn(async move {
+        let sends = events.iter().map(|event| publish(&recorder, event, &reference));
+        futures::future::join_all(sends).await;
+    });
 }
 
 /// Records a failed pass that needs a person: a user's conflict, a malformed object, or an
@@ -41,7 +53,11 @@ pub(super) async fn record_failure(apply: &Apply, error: &Error, context: &Conte
 }
 
 async fn send(apply: &Apply, text: EventText, related: Option<ObjectReference>, context: &Context) {
-    let event = Event {
+    publish(&context.recorder, &event(text, related), &apply.object_ref(&())).await;
+}
+
+fn event(text: EventText, related: Option<ObjectReference>) -> Event {
+    Event {
         type_: match text.severity {
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
@@ -50,9 +66,12 @@ async fn send(apply: &Apply, text: EventText, related: Option<ObjectReference>, 
         note: Some(truncate(text.message, MAX_MESSAGE)),
         action: text.action,
         secondary: related,
-    };
-    if let Err(error) = context.recorder.publish(&event, &apply.object_ref(&())).await {
-        debug!(%error, reason = text.reason, "could not record an event");
+    }
+}
+
+async fn publish(recorder: &Recorder, event: &Event, reference: &ObjectReference) {
+    if let Err(error) = recorder.publish(event, reference).await {
+        debug!(%error, reason = event.reason, "could not record an event");
     }
 }
 

@@ -22,6 +22,12 @@ pub(super) async fn add(snapshot: &mut Snapshot<'_>, context: &Context) -> Resul
     Ok(snapshot.finalizer)
 }
 
+/// Adds the finalizer beside other writes of the pass (they borrow the snapshot); the caller
+/// records the answer in the snapshot.
+pub(super) async fn add_beside(apply: &Apply, context: &Context) -> Result<bool> {
+    set(apply, context, true).await
+}
+
 /// Removes the finalizer; a conflict leaves it for the next reconcile, which tries again.
 pub(super) async fn remove(snapshot: &Snapshot<'_>, context: &Context) -> Result<()> {
     if snapshot.finalizer && set(snapshot.apply, context, false).await? {

@@ -105,7 +105,7 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
             Ok(ControlFlow::Continue(round)) => round,
             cut_short => {
                 // The Events of the writes that went through are recorded either way.
-                events::publish_all(apply, &notes, context).await;
+                events::publish_all(apply, &notes, context);
                 return cut_short.map(|flow| match flow {
                     ControlFlow::Break(action) => action,
                     ControlFlow::Continue(_) => Action::requeue(RETRY_SOON),
@@ -125,7 +125,7 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     timings.mark("written");
     let published = step!(status::publish(&snapshot, context).await?);
     timings.mark("projected");
-    events::publish_all(apply, &notes, context).await;
+    events::publish_all(apply, &notes, context);
     timings.mark("recorded");
     debug!(timings = %timings, operations = snapshot.operations.len(), "pass");
     settle(&snapshot, &published, written.timeout, observed.retry_soon, context).await

@@ -60,7 +60,7 @@ pub(super) async fn decide_and_write(
             previous: snapshot.apply.status.as_ref(),
             now: Timestamp::now(),
         });
-        if plan.add_finalizer && !finalizer::add(snapshot, context).await? {
+        if plan.finalizer_first() && !finalizer::add(snapshot, context).await? {
             return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
@@ -68,7 +68,18 @@ pub(super) async fn decide_and_write(
             info!("lease lost before the operation writes; not writing");
             return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
         }
-        let (made, outcome) = write_plan(snapshot, &api, &plan, context).await;
+        let (made, outcome) = if plan.add_finalizer && !plan.finalizer_first() {
+            let apply = snapshot.apply;
+            let (added, written) = tokio::join!(
+                finalizer::add_beside(apply, context),
+                write_plan(snapshot, &api, &plan, context)
+            );
+            // Not added (the Apply changed): the claims' round tries again first.
+            snapshot.finalizer = added?;
+            written
+        } else {
+            write_plan(snapshot, &api, &plan, context).await
+        };
         notes.extend(plan.notes_for(&made).cloned());
         // A conflict means someone else moved first: not an error. The rest is decided again
         // from fresh reads.
