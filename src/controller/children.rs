@@ -6,18 +6,22 @@
 //! their size. A run applied from a cached Operation reads its manifests first
 //! ([`manifests_left_out`]); one applied right after its claim has them from the claim's answer.
 //!
+//! Which Operations an Apply owns is kept in an index that follows the watch's events, so a
+//! pass reads its own few Operations, not every Operation of the cluster.
+//!
 //! The overlay is exact, not a guess: each write remembers the `resourceVersion` it replaced.
 //! While the cache still shows that version, the written object is newer; once the cache shows
 //! anything else (the write itself, or someone's later write), the cache is. A stale read can
 //! therefore only come from another writer, and every Operation write is a compare-and-swap, so
 //! it ends in a conflict and a fresh decision, never in a lost update.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use futures::FutureExt;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 
 use crate::crd::{Apply, Operation};
 
@@ -50,21 +54,69 @@ struct Written {
     object: Operation,
 }
 
+/// Which Operations each Apply owns (by the owner's uid), as the watch has told.
+#[derive(Default)]
+struct Owners {
+    current: HashMap<String, HashSet<ObjectRef<Operation>>>,
+    /// Filled during a (re)list, in place of `current` once it is done (as the store does).
+    listing: Option<HashMap<String, HashSet<ObjectRef<Operation>>>>,
+}
+
+fn owners_of(op: &Operation) -> impl Iterator<Item = &str> {
+    op.owner_references().iter().map(|reference| reference.uid.as_str())
+}
+
+fn add(index: &mut HashMap<String, HashSet<ObjectRef<Operation>>>, op: &Operation) {
+    for owner in owners_of(op) {
+        index.entry(owner.to_owned()).or_default().insert(ObjectRef::from_obj(op));
+    }
+}
+
 /// Operations by owner, from the watch cache plus this replica's recent writes.
 pub struct Children {
     store: Store<Operation>,
+    owners: Mutex<Owners>,
     /// By Operation uid.
     written: Mutex<HashMap<String, Written>>,
 }
 
 impl Children {
-    /// Children read from `store`, the reflector behind the controller's Operation watch.
+    /// Children read from `store`, the reflector behind the controller's Operation watch, whose
+    /// events also go to [`Children::follow`].
     pub fn new(store: Store<Operation>) -> Self {
-        Children { store, written: Mutex::new(HashMap::new()) }
+        Children { store, owners: Mutex::default(), written: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Follows one event of the Operation watch into the owner index.
+    pub fn follow(&self, event: &watcher::Event<Operation>) {
+        let mut owners = self.owners();
+        match event {
+            watcher::Event::Init => owners.listing = Some(HashMap::new()),
+            watcher::Event::InitApply(op) => add(owners.listing.get_or_insert_default(), op),
+            watcher::Event::InitDone => {
+                owners.current = owners.listing.take().unwrap_or_default();
+            }
+            watcher::Event::Apply(op) => add(&mut owners.current, op),
+            watcher::Event::Delete(op) => {
+                let gone = ObjectRef::from_obj(op);
+                for owner in owners_of(op) {
+                    if let Some(set) = owners.current.get_mut(owner) {
+                        set.remove(&gone);
+                        if set.is_empty() {
+                            owners.current.remove(owner);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The Operations `apply` owns, or `None` while the cache has not finished its first list
@@ -72,13 +124,17 @@ impl Children {
     pub fn of(&self, apply: &Apply) -> Option<Vec<Operation>> {
         let owner = apply.uid()?;
         self.store.wait_until_ready().now_or_never()?.ok()?;
-        let namespace = apply.namespace();
-        let mut children: HashMap<String, Operation> = self
-            .store
-            .state()
+        let refs: Vec<ObjectRef<Operation>> = self
+            .owners()
+            .current
+            .get(&owner)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut children: HashMap<String, Operation> = refs
             .iter()
-            .filter(|op| op.namespace() == namespace)
-            .filter(|op| op.owner_references().iter().any(|reference| reference.uid == owner))
+            .filter_map(|reference| self.store.get(reference))
+            // The index may trail the store by an event: the store's object is the truth.
+            .filter(|op| owners_of(op).any(|uid| uid == owner))
             .filter_map(|op| Some((op.uid()?, op.as_ref().clone())))
             .collect();
         self.lock().retain(|uid, written| {
@@ -164,11 +220,26 @@ mod tests {
         }
     }
 
-    fn ready() -> (Children, Writer<Operation>) {
-        let (store, mut writer) = reflector::store();
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitDone);
-        (Children::new(store), writer)
+    /// A cache and its index, fed the same events as the controller feeds them.
+    struct Cache {
+        children: std::sync::Arc<Children>,
+        writer: Writer<Operation>,
+    }
+
+    impl Cache {
+        fn apply_watcher_event(&mut self, event: &Event<Operation>) {
+            self.children.follow(event);
+            self.writer.apply_watcher_event(event);
+        }
+    }
+
+    fn ready() -> (std::sync::Arc<Children>, Cache) {
+        let (store, writer) = reflector::store();
+        let children = std::sync::Arc::new(Children::new(store));
+        let mut cache = Cache { children: children.clone(), writer };
+        cache.apply_watcher_event(&Event::Init);
+        cache.apply_watcher_event(&Event::InitDone);
+        (children, cache)
     }
 
     fn versions(children: &Children) -> Vec<String> {
@@ -235,6 +306,17 @@ mod tests {
         children.wrote("apply-uid", None, &written);
         let overlaid = children.of(&apply()).expect("a ready cache");
         assert!(overlaid.iter().all(|op| op.spec.manifests.is_empty() && manifests_left_out(op)));
+    }
+
+    #[test]
+    fn a_relist_replaces_what_the_index_knew_once_it_is_done() {
+        let (children, mut writer) = ready();
+        writer.apply_watcher_event(&Event::Apply(op("a", "1", 0)));
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitApply(op("b", "2", 0)));
+        assert_eq!(versions(&children), ["a@1"], "the old view until the list is done");
+        writer.apply_watcher_event(&Event::InitDone);
+        assert_eq!(versions(&children), ["b@2"]);
     }
 
     #[test]

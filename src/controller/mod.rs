@@ -123,20 +123,23 @@ pub async fn run(settings: Settings) -> Result<()> {
     // The Operation watch both wakes their Apply and fills the cache reconciles read from
     // (lightened: see `children`).
     let (operation_store, operation_cache) = reflector::store();
-    let operation_events = watcher(operations, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(children::lighten)
-        .reflect(operation_cache)
-        .touched_objects();
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let context =
         Arc::new(context(config, client, &settings, metrics, wake, Children::new(operation_store)));
+    let indexing = context.clone();
+    let operation_events = watcher(operations, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(children::lighten)
+        .inspect_ok(move |event| indexing.children.follow(event))
+        .reflect(operation_cache)
+        .touched_objects();
     // An Apply that is gone needs no reconcile (and gets none: a deleted object is not passed
     // on), but its lease manager must stop at once, not at the next sweep.
     let (apply_store, apply_cache) = reflector::store();
     let gone = context.clone();
     let apply_events = watcher(applies, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(apply::keep_approval_fields)
         .reflect(apply_cache)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(apply) = event

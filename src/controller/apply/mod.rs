@@ -34,6 +34,7 @@ use crate::lifecycle::{self, Begin, Next, Pace};
 use crate::{Error, Result};
 
 use self::snapshot::Snapshot;
+pub(super) use self::snapshot::keep_approval_fields;
 
 /// How long one pass goes on deciding again on what it claimed before it publishes the parent
 /// status (about the progress pace: a reader never waits much longer for news).

@@ -124,6 +124,24 @@ impl<'a> Snapshot<'a> {
 /// Who wrote each name of `spec.approvals`, and when, as the API server recorded it in the
 /// Apply's managed fields: the latest write of that item (a set, so each name has its own
 /// owner), else of the whole list.
+/// What the Apply cache keeps of the managed fields: only the entries that wrote
+/// `spec.approvals`, and of each only that part ([`approvers`] reads nothing else), so a cached
+/// Apply does not carry the field sets of every writer.
+pub fn keep_approval_fields(apply: &mut Apply) {
+    let Some(entries) = apply.metadata.managed_fields.as_mut() else { return };
+    entries.retain_mut(|entry| {
+        let approvals = entry
+            .fields_v1
+            .as_ref()
+            .and_then(|fields| fields.0.get("f:spec")?.get("f:approvals").cloned());
+        let Some(approvals) = approvals else { return false };
+        entry.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+            serde_json::json!({"f:spec": {"f:approvals": approvals}}),
+        ));
+        true
+    });
+}
+
 fn approvers(apply: &Apply) -> BTreeMap<String, ApprovalRecord> {
     let mut found: BTreeMap<String, ApprovalRecord> = BTreeMap::new();
     let entries = apply.metadata.managed_fields.as_deref().unwrap_or_default();
@@ -255,5 +273,46 @@ impl<'a> Key<'a> {
             self.ttl,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+
+    use super::*;
+    use crate::crd::FailurePolicy;
+    use crate::lifecycle::fixtures;
+
+    fn entry(manager: &str, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            fields_v1: Some(FieldsV1(fields)),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_only_who_approved_and_reads_the_same_approvers() {
+        let mut apply = Apply::new("app", fixtures::spec(2, FailurePolicy::Halt, 1));
+        apply.spec.approvals = vec!["a".into()];
+        apply.metadata.managed_fields = Some(vec![
+            entry("kubectl", serde_json::json!({"f:spec": {"f:operations": {}, "f:stop": {}}})),
+            entry(
+                "alice",
+                serde_json::json!({"f:spec": {"f:approvals": {"v:\"a\"": {}}, "f:stop": {}}}),
+            ),
+            entry("baton", serde_json::json!({"f:status": {"f:phase": {}}})),
+        ]);
+        let before = approvers(&apply);
+        keep_approval_fields(&mut apply);
+        assert_eq!(approvers(&apply), before);
+        assert_eq!(before.get("a").map(|record| record.by.as_str()), Some("alice"));
+        let kept = apply.metadata.managed_fields.unwrap_or_default();
+        assert_eq!(kept.len(), 1, "only the approver's entry");
+        assert_eq!(
+            kept[0].fields_v1.as_ref().map(|fields| fields.0.clone()),
+            Some(serde_json::json!({"f:spec": {"f:approvals": {"v:\"a\"": {}}}}))
+        );
     }
 }

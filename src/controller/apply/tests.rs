@@ -282,12 +282,14 @@ async fn events_recorded() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Puts `statuses` in the fake and the watch cache as the Apply's Operations.
+/// Puts `statuses` in the fake and the watch cache (and its owner index) as the Apply's
+/// Operations.
 fn seed(
     apply: &Apply,
     statuses: Vec<crate::crd::OperationStatus>,
     api: &Mutex<FakeApi>,
     cache: &mut Writer<Operation>,
+    children: &Children,
 ) {
     let owner = kube::Resource::controller_owner_ref(apply, &()).expect("an owner");
     for (index, status) in statuses.into_iter().enumerate() {
@@ -315,7 +317,9 @@ fn seed(
         };
         let value = serde_json::to_value(&operation).unwrap_or_default();
         lock(api).objects.insert(op(&entry.name), value);
-        cache.apply_watcher_event(&Event::Apply(operation));
+        let event = Event::Apply(operation);
+        children.follow(&event);
+        cache.apply_watcher_event(&event);
     }
 }
 
@@ -327,7 +331,7 @@ async fn a_stop_pass_stops_what_runs_and_what_waits_and_writes_the_parent_once()
     apply.spec.stop = true;
     apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
     let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1), fixtures::pending(0)];
-    seed(&apply, statuses, &api, &mut cache);
+    seed(&apply, statuses, &api, &mut cache, &context.children);
 
     reconcile(Arc::new(apply), context).await.expect("the pass succeeds");
     events_recorded().await;
@@ -354,7 +358,7 @@ async fn a_settling_pass_writes_the_last_status_and_lets_the_apply_go() {
     let mut apply = apply(2, 1, &api);
     apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
     let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1)];
-    seed(&apply, statuses, &api, &mut cache);
+    seed(&apply, statuses, &api, &mut cache, &context.children);
     // The run was applied earlier and is healthy now: nothing to dispatch, nothing to read.
     context.runs.record(("op-1".into(), 1), crate::controller::Dispatch::Applied(Vec::new()));
 
