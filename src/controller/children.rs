@@ -172,7 +172,22 @@ impl Children {
         self.lock().insert(uid, written);
     }
 
-    /// Forgets the writes for an Apply that settled or is gone.
+    /// Drops the writes the cache has shown (or moved past), whichever Apply they are of: a
+    /// settled Apply is read no more, so its writes are not dropped by a read.
+    pub fn prune(&self) {
+        self.lock().retain(|_, written| {
+            let cached = self.store.get(&ObjectRef::from_obj(&written.object));
+            match (cached, &written.replaced) {
+                (Some(cached), Some(replaced)) => {
+                    cached.resource_version().as_ref() == Some(replaced)
+                }
+                (None, None) => true,
+                _ => false,
+            }
+        });
+    }
+
+    /// Forgets the writes for an Apply that is gone.
     pub fn forget(&self, owner: &str) {
         self.lock().retain(|_, written| written.owner != owner);
     }

@@ -1,6 +1,6 @@
 //! What a replica remembers between passes that the cluster does not hold: the runs it
-//! dispatched (so a run is applied once, and its inventory recorded when it ends) and when it
-//! last wrote each Apply's status (to pace progress-only writes). Both are only ever a
+//! dispatched (so a run is applied once, and its inventory recorded when it ends) and its last
+//! write of each Apply's status (to pace progress-only writes, and to know a stale Apply). Both are only ever a
 //! shortcut: after a restart they are empty, the new holder re-applies (server-side apply is
 //! idempotent) and writes the next status change at once.
 
@@ -11,27 +11,45 @@ use std::time::{Duration, Instant};
 use crate::crd::InventoryEntry;
 use crate::engine::DispatchError;
 
-/// When this replica last wrote the status of each Apply, by uid. Only paces writes: after a
-/// restart it is empty and the next change is written at once.
+/// This replica's last status write of each Apply, by uid: when (to pace progress-only writes)
+/// and which versions of the Apply it made stale (so a pass handed one of them, by a watch that
+/// has not delivered the write yet, is not driven from it). Only a shortcut: after a restart it
+/// is empty, the next change is written at once, and a stale pass only repeats a write.
 #[derive(Default)]
-pub struct StatusWrites(Mutex<HashMap<String, Instant>>);
+pub struct StatusWrites(Mutex<HashMap<String, LastWrite>>);
+
+struct LastWrite {
+    at: Instant,
+    superseded: Vec<String>,
+}
 
 impl StatusWrites {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LastWrite>> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How long ago this replica last wrote the Apply's status.
     pub fn since(&self, uid: &str) -> Option<Duration> {
-        self.lock().get(uid).map(Instant::elapsed)
+        self.lock().get(uid).map(|last| last.at.elapsed())
     }
 
-    /// Notes a status write now.
-    pub fn written(&self, uid: &str) {
-        self.lock().insert(uid.to_owned(), Instant::now());
+    /// Notes a status write now, which made the Apply's `superseded` versions stale.
+    pub fn written(&self, uid: &str, superseded: Vec<String>) {
+        self.lock().insert(uid.to_owned(), LastWrite { at: Instant::now(), superseded });
     }
 
-    /// Forgets a settled or deleted Apply.
+    /// Whether `version` of the Apply is older than this replica's last status write of it.
+    pub fn is_stale(&self, uid: &str, version: Option<&str>) -> bool {
+        let Some(version) = version else { return false };
+        self.lock().get(uid).is_some_and(|last| last.superseded.iter().any(|v| v == version))
+    }
+
+    /// Keeps only the Applies that still exist.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.lock().retain(|uid, _| exists(uid));
+    }
+
+    /// Forgets a deleted Apply.
     pub fn forget(&self, uid: &str) {
         self.lock().remove(uid);
     }

@@ -145,7 +145,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             if let watcher::Event::Delete(apply) = event
                 && let Some(uid) = &apply.metadata.uid
             {
-                apply::let_go(&gone, uid);
+                apply::forget(&gone, uid);
             }
         })
         .applied_objects();
@@ -255,6 +255,8 @@ fn sweep_leases(store: Store<Apply>, context: Arc<Context>) {
             let live: std::collections::HashSet<String> =
                 store.state().iter().filter_map(|apply| apply.metadata.uid.clone()).collect();
             context.leases.retain(|uid| live.contains(uid));
+            context.status_writes.retain(|uid| live.contains(uid));
+            context.children.prune();
         }
     });
 }

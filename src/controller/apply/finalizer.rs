@@ -17,26 +17,29 @@ use crate::{Error, Result};
 /// pass neither writes again nor trips over the `resourceVersion` the first one changed.
 pub(super) async fn add(snapshot: &mut Snapshot<'_>, context: &Context) -> Result<bool> {
     if !snapshot.finalizer {
-        snapshot.finalizer = set(snapshot.apply, context, true).await?;
+        let written = set(snapshot.apply, context, true).await?;
+        snapshot.finalizer_added(written);
     }
     Ok(snapshot.finalizer)
 }
 
-/// Adds the finalizer beside other writes of the pass (they borrow the snapshot); the caller
-/// records the answer in the snapshot.
-pub(super) async fn add_beside(apply: &Apply, context: &Context) -> Result<bool> {
+/// Adds the finalizer beside other writes of the pass (they borrow the snapshot): the version
+/// it wrote, `None` when the Apply changed meanwhile. The caller records it in the snapshot.
+pub(super) async fn add_beside(apply: &Apply, context: &Context) -> Result<Option<String>> {
     set(apply, context, true).await
 }
 
 /// Removes the finalizer; a conflict leaves it for the next reconcile, which tries again.
 pub(super) async fn remove(snapshot: &Snapshot<'_>, context: &Context) -> Result<()> {
-    if snapshot.finalizer && set(snapshot.apply, context, false).await? {
+    if snapshot.finalizer && set(snapshot.apply, context, false).await?.is_some() {
         info!("operations stopped and key released; letting the Apply go");
     }
     Ok(())
 }
 
-async fn set(apply: &Apply, context: &Context, present: bool) -> Result<bool> {
+/// Writes the finalizer in or out: the Apply's new version, or `None` when the Apply changed
+/// since it was read (or is gone).
+async fn set(apply: &Apply, context: &Context, present: bool) -> Result<Option<String>> {
     let mut finalizers: Vec<String> =
         apply.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if present {
@@ -48,9 +51,9 @@ async fn set(apply: &Apply, context: &Context, present: bool) -> Result<bool> {
     let api: Api<Apply> =
         Api::namespaced(context.client.clone(), &apply.namespace().unwrap_or_default());
     match api.patch(&apply.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(true),
+        Ok(patched) => Ok(Some(patched.resource_version().unwrap_or_default())),
         // A newer Apply exists (or none): the next reconcile sees it and decides again.
-        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(None),
         Err(source) => Err(Error::Kube {
             context: format!("updating the finalizers of Apply `{}`", apply.name_any()),
             source,

@@ -36,6 +36,9 @@ use crate::{Error, Result};
 use self::snapshot::Snapshot;
 pub(super) use self::snapshot::keep_approval_fields;
 
+/// How soon to look again at an Apply handed in a version older than this replica's last
+/// status write, should that write's own event not come.
+const STALE_RETRY: Duration = Duration::from_secs(2);
 /// How long one pass goes on deciding again on what it claimed before it publishes the parent
 /// status (about the progress pace: a reader never waits much longer for news).
 const PASS_BUDGET: Duration = Duration::from_secs(1);
@@ -78,6 +81,15 @@ pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Actio
 /// One pass over the Apply, step by step.
 async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
     let mut timings = Timings::start();
+    if context
+        .status_writes
+        .is_stale(&apply.uid().unwrap_or_default(), apply.resource_version().as_deref())
+    {
+        // Handed a version older than this replica's last status write of it: the write's own
+        // event brings the next pass (or, should it be lost, the retry).
+        debug!("a version older than this replica's last status write; waiting for the newer");
+        return Ok(Action::requeue(STALE_RETRY));
+    }
     let mut snapshot = Snapshot::read(apply, context).await?;
     let (Begin::Drive { observe, lease }, key_write) = snapshot.begin() else {
         let_go(context, &snapshot.uid);
@@ -178,7 +190,7 @@ async fn settle(
             finalizer::remove(snapshot, context).await?;
             // Gone for good: its operations leave the gauge.
             context.metrics.count_operations(&snapshot.uid, None);
-            let_go(context, &snapshot.uid);
+            forget(context, &snapshot.uid);
             Ok(Action::await_change())
         }
         Next::LetGo => {
@@ -188,11 +200,17 @@ async fn settle(
     }
 }
 
-/// Stops driving a settled or deleted Apply: its lease lapses and what this replica kept for it
-/// is dropped.
+/// Stops driving a settled Apply: its lease lapses and its watches go. What this replica last
+/// wrote stays known until the watches show it (the Operation overlay, the status write), so a
+/// pass handed an older version meanwhile is not driven from it.
 pub(super) fn let_go(context: &Context, uid: &str) {
     context.leases.lapse(uid);
     context.engine.watches().forget(uid);
+}
+
+/// Forgets a deleted Apply altogether.
+pub(super) fn forget(context: &Context, uid: &str) {
+    let_go(context, uid);
     context.status_writes.forget(uid);
     context.children.forget(uid);
 }

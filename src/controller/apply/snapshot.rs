@@ -35,6 +35,8 @@ pub(super) struct Snapshot<'a> {
     pub finalizer: bool,
     /// The pass holds the Apply's lease for its writes (as `lifecycle::begin` says).
     pub under_lease: bool,
+    /// The versions of the Apply this pass read or wrote: a status write makes them stale.
+    pub versions: Vec<String>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -55,10 +57,20 @@ impl<'a> Snapshot<'a> {
             operations: owned.into_iter().map(|op| (op.spec.index, op)).collect(),
             finalizer: apply.finalizers().iter().any(|finalizer| finalizer == FINALIZER),
             under_lease: true,
+            versions: apply.resource_version().into_iter().collect(),
             apply,
             namespace,
             uid,
         })
+    }
+
+    /// Records the finalizer write of this pass: the version it made, `None` when it did not
+    /// go through.
+    pub fn finalizer_added(&mut self, version: Option<String>) {
+        if let Some(version) = version {
+            self.finalizer = true;
+            self.versions.push(version);
+        }
     }
 
     /// The Apply's name.

@@ -49,7 +49,7 @@ pub(super) async fn publish(
                 return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
             }
             write(snapshot, &status, context).await?;
-            context.status_writes.written(&snapshot.uid);
+            context.status_writes.written(&snapshot.uid, snapshot.versions.clone());
             // Read by the racing-replicas suite to check that only lease holders write.
             info!(holder = context.leases.identity(), phase = ?status.phase, "parent status written");
         }

@@ -416,3 +416,22 @@ async fn a_take_from_a_stale_read_loses_to_the_write_made_since() {
     let lease = format!("{LEASES}/{}", lease_name(UID));
     assert_eq!(lease_requests(&api).last(), Some(&format!("PUT {lease}")));
 }
+
+#[tokio::test]
+async fn a_pass_handed_the_version_its_status_write_superseded_writes_nothing() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let Harness { context, mut cache, _woken } = harness(api.clone());
+    let mut apply = apply(2, 1, &api);
+    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+    let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1)];
+    seed(&apply, statuses, &api, &mut cache, &context.children);
+    context.runs.record(("op-1".into(), 1), crate::controller::Dispatch::Applied(Vec::new()));
+    reconcile(Arc::new(apply.clone()), context.clone()).await.expect("the pass succeeds");
+    events_recorded().await;
+    let before = lock(&api).requests.len();
+
+    // The watch has not delivered the status write yet: the same version comes again.
+    reconcile(Arc::new(apply), context).await.expect("the pass succeeds");
+    events_recorded().await;
+    assert_eq!(lock(&api).requests[before..], [] as [String; 0], "nothing read, nothing written");
+}

@@ -75,7 +75,7 @@ pub(super) async fn decide_and_write(
                 write_plan(snapshot, &api, &plan, context)
             );
             // Not added (the Apply changed): the claims' round tries again first.
-            snapshot.finalizer = added?;
+            snapshot.finalizer_added(added?);
             written
         } else {
             write_plan(snapshot, &api, &plan, context).await
