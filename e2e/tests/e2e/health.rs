@@ -55,10 +55,11 @@ async fn a_deployment_made_healthy_is_seen_through_its_watch_which_then_closes()
     world
         .create("web", spec(&ns, FailurePolicy::Halt, 1, vec![("a", held_deployment("web"))]))
         .await;
-    let message =
-        wait_message(&world, "web", "a", &format!("waiting for Deployment `web` in `{ns}`: "))
-            .await;
-    assert!(message.contains("of 1 replicas"), "{message}");
+    // First "waiting for the controller to observe generation 1" (the health check right after
+    // the apply, in the claim's pass), then the replicas.
+    let message = wait_message(&world, "web", "a", "of 1 replicas").await;
+    let awaited = format!("waiting for Deployment `web` in `{ns}`: ");
+    assert!(message.starts_with(&awaited), "{message}");
     wait_watches(&world, 1, PATIENCE).await;
     let deployment = Api::<Deployment>::namespaced(world.client.clone(), &ns).get("web").await;
     let labels = deployment.expect("the Deployment").metadata.labels.unwrap_or_default();
