@@ -2,7 +2,8 @@
 //!
 //! read a snapshot (`snapshot`) → begin or let go (`lifecycle::begin`) → hold the lease →
 //! take the idempotency key (`key`) → observe the running operations (`observe`) → decide and
-//! write (`writes`) → publish the parent status (`status`) → record Events (`events`) → settle
+//! write (`writes`; after claims, observe what was claimed and decide again, for up to a second)
+//! → publish the parent status (`status`) → record Events (`events`, in the background) → settle
 //! (`lifecycle::next`: end the key, remove the finalizer, or look again).
 //!
 //! No step decides what the lifecycle core can decide: the steps read, ask the core, and write.

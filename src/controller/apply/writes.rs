@@ -1,8 +1,9 @@
 //! The decide-and-write step: `lifecycle::decide` on the snapshot, then the plan's Operation
-//! writes batch by batch (claims and dismissal resets one at a time in plan order, the other,
-//! independent writes side by side), each a compare-and-swap on the `resourceVersion` read. A
-//! write that loses to another writer ends the pass after its batch: the next pass decides
-//! again from fresh reads.
+//! writes batch by batch as `Plan::batches` says (independent writes side by side, a window's
+//! claims side by side after them, a dismissal reset alone), each a compare-and-swap on the
+//! `resourceVersion` read. A write that loses to another writer ends the pass after its batch:
+//! the next pass decides again from fresh reads. What follows a plan is the core's word
+//! (`Plan::then`).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
