@@ -157,7 +157,9 @@ impl Fleet {
         let deadline = Instant::now() + within;
         let object = format!("{apply}-{operation}");
         loop {
-            let status = status_of(&self.world.operation(apply, operation).await);
+            // Not created yet is not yet: the Apply's first pass may still be coming.
+            let found = self.world.operations().get_opt(&object).await.ok().flatten();
+            let status = found.as_ref().map(status_of).unwrap_or_default();
             let message = status.message.clone().unwrap_or_default();
             if pieces.iter().all(|piece| message.contains(piece)) {
                 return;
