@@ -51,7 +51,9 @@ async fn deleting_a_namespace_under_running_settled_and_waiting_applies_finishes
         log.lines().filter(|line| line.contains("WARN") || line.contains("ERROR")).collect();
     assert!(complaints.is_empty(), "the operator complained:\n{}", complaints.join("\n"));
     let let_go = log.lines().filter(|line| line.contains("letting the Apply go")).count();
-    assert!(let_go <= 3, "one line per started Apply, not a loop: {let_go}");
+    // At most one line per Apply, not a loop: `second` may take the key, and so start, in the
+    // moment between `first`'s deletion and its own.
+    assert!(let_go <= 4, "one line per started Apply, not a loop: {let_go}");
 }
 
 #[tokio::test]

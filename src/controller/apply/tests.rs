@@ -351,16 +351,26 @@ async fn a_stop_pass_stops_what_runs_and_what_waits_and_writes_the_parent_once()
     assert!(!pass.iter().any(|r| r.starts_with("GET")), "no reads besides the lease's");
 }
 
+/// An Apply of two whose second, last operation this replica runs, applied earlier and healthy
+/// now: its next pass settles it, with nothing to dispatch and nothing to read.
+fn about_to_settle(
+    api: &Mutex<FakeApi>,
+    cache: &mut Writer<Operation>,
+    context: &Context,
+) -> Apply {
+    let mut apply = apply(2, 1, api);
+    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+    let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1)];
+    seed(&apply, statuses, api, cache, &context.children);
+    context.runs.record(("op-1".into(), 1), crate::controller::Dispatch::Applied(Vec::new()));
+    apply
+}
+
 #[tokio::test]
 async fn a_settling_pass_writes_the_last_status_and_lets_the_apply_go() {
     let api = Arc::new(Mutex::new(FakeApi::default()));
     let Harness { context, mut cache, _woken } = harness(api.clone());
-    let mut apply = apply(2, 1, &api);
-    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
-    let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1)];
-    seed(&apply, statuses, &api, &mut cache, &context.children);
-    // The run was applied earlier and is healthy now: nothing to dispatch, nothing to read.
-    context.runs.record(("op-1".into(), 1), crate::controller::Dispatch::Applied(Vec::new()));
+    let apply = about_to_settle(&api, &mut cache, &context);
 
     let action = reconcile(Arc::new(apply), context).await.expect("the pass succeeds");
     events_recorded().await;
@@ -421,11 +431,7 @@ async fn a_take_from_a_stale_read_loses_to_the_write_made_since() {
 async fn a_pass_handed_the_version_its_status_write_superseded_writes_nothing() {
     let api = Arc::new(Mutex::new(FakeApi::default()));
     let Harness { context, mut cache, _woken } = harness(api.clone());
-    let mut apply = apply(2, 1, &api);
-    apply.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
-    let statuses = vec![fixtures::succeeded(1), fixtures::running(ME, 1)];
-    seed(&apply, statuses, &api, &mut cache, &context.children);
-    context.runs.record(("op-1".into(), 1), crate::controller::Dispatch::Applied(Vec::new()));
+    let apply = about_to_settle(&api, &mut cache, &context);
     reconcile(Arc::new(apply.clone()), context.clone()).await.expect("the pass succeeds");
     events_recorded().await;
     let before = lock(&api).requests.len();
