@@ -176,8 +176,9 @@ impl ApplyLeases {
         let shared = &self.shared;
         let term = shared.terms.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let apply_ref = ObjectRef::from_obj(apply);
-        let renewer = tokio::spawn(renew(shared.clone(), uid.clone(), term, apply_ref));
         let trusted_until = sent + shared.timing.trusted_for();
+        let first = Term { namespace: namespace.clone(), lease: lease.clone(), trusted_until };
+        let renewer = tokio::spawn(renew(shared.clone(), uid.clone(), term, apply_ref, first));
         let holding = Holding { namespace, lease, trusted_until, term, renewer };
         if let Some(previous) = shared.lock().insert(uid, holding) {
             previous.renewer.abort();
@@ -307,20 +308,15 @@ impl Shared {
 /// Renews the Apply's lease before it expires, for as long as the holding lasts. A renewal
 /// that loses (someone wrote the Lease) ends the holding; one that fails is retried until the
 /// holding is no longer trusted, which then ends it too.
-async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<Apply>) {
-    // The holding is inserted right after this task is spawned: wait for it.
-    tokio::task::yield_now().await;
+async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<Apply>, first: Term) {
+    // The task keeps its own copy of what it last wrote (the holding may be inserted a moment
+    // after it starts) and mirrors each renewal into the holding while that is still its own.
+    let Term { namespace, mut lease, mut trusted_until } = first;
+    let api: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
+    let name = lease.name_any();
     loop {
-        let Some((namespace, lease, trusted_until)) = shared.lock().get(&uid).and_then(|holding| {
-            (holding.term == term)
-                .then(|| (holding.namespace.clone(), holding.lease.clone(), holding.trusted_until))
-        }) else {
-            return;
-        };
         let renew_at = trusted_until - shared.timing.trusted_for() + shared.timing.renew_after();
         tokio::time::sleep_until(renew_at).await;
-        let api: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
-        let name = lease.name_any();
         loop {
             let sent = Instant::now();
             if sent >= trusted_until {
@@ -330,12 +326,15 @@ async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<App
             }
             match api.replace(&name, &shared.params(), &shared.taken(lease.clone())).await {
                 Ok(renewed) => {
+                    lease = renewed;
+                    trusted_until = sent + shared.timing.trusted_for();
                     let mut held = shared.lock();
                     match held.get_mut(&uid) {
                         Some(holding) if holding.term == term => {
-                            holding.lease = renewed;
-                            holding.trusted_until = sent + shared.timing.trusted_for();
+                            holding.lease = lease.clone();
+                            holding.trusted_until = trusted_until;
                         }
+                        // Let go (or taken again) meanwhile.
                         _ => return,
                     }
                     break;
@@ -352,6 +351,13 @@ async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<App
             }
         }
     }
+}
+
+/// What a renewal task starts from: the holding's first write.
+struct Term {
+    namespace: String,
+    lease: Lease,
+    trusted_until: Instant,
 }
 
 fn lease_error(name: &str, source: kube::Error) -> Error {
