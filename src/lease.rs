@@ -147,28 +147,36 @@ impl ApplyLeases {
         let api: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
         let name = lease_name(&uid);
         let sent = Instant::now();
-        // The first holder costs one write: created already held, no read before.
-        let written = match api.create(&shared.params(), &shared.new_lease(apply, &namespace)).await
-        {
-            Ok(lease) => lease,
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                let current = api.get(&name).await.map_err(|source| lease_error(&name, source))?;
-                if let Some(left) = shared.held_by_another(&current) {
-                    return Ok(Acquired::Elsewhere(left));
-                }
-                let sent_take = Instant::now();
-                match api.replace(&name, &shared.params(), &shared.taken(current)).await {
-                    Ok(lease) => return Ok(self.hold(apply, namespace, lease, sent_take)),
-                    // Someone wrote it since the read: it is theirs, or about to be.
+        // An Apply never driven has no Lease: its first holder creates it already held (one
+        // write, no read). One driven before has one (lapsed, or another replica's): read it
+        // and take it if free, rather than pay a create that is refused first.
+        let driven_before = apply.status.as_ref().is_some_and(|status| status.phase.is_some());
+        let read = |source| lease_error(&name, source);
+        let found = if driven_before { api.get_opt(&name).await.map_err(read)? } else { None };
+        let current = match found {
+            Some(current) => current,
+            None => {
+                match api.create(&shared.params(), &shared.new_lease(apply, &namespace)).await {
+                    Ok(lease) => return Ok(self.hold(apply, namespace, lease, sent)),
                     Err(kube::Error::Api(status)) if status.code == 409 => {
-                        return Ok(Acquired::Elsewhere(TAKE_RACE_RETRY));
+                        api.get(&name).await.map_err(read)?
                     }
-                    Err(source) => return Err(lease_error(&name, source)),
+                    Err(source) => return Err(read(source)),
                 }
             }
-            Err(source) => return Err(lease_error(&name, source)),
         };
-        Ok(self.hold(apply, namespace, written, sent))
+        if let Some(left) = shared.held_by_another(&current) {
+            return Ok(Acquired::Elsewhere(left));
+        }
+        let sent_take = Instant::now();
+        match api.replace(&name, &shared.params(), &shared.taken(current)).await {
+            Ok(lease) => Ok(self.hold(apply, namespace, lease, sent_take)),
+            // Someone wrote it since the read: it is theirs, or about to be.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Ok(Acquired::Elsewhere(TAKE_RACE_RETRY))
+            }
+            Err(source) => Err(read(source)),
+        }
     }
 
     fn hold(&self, apply: &Apply, namespace: String, lease: Lease, sent: Instant) -> Acquired {

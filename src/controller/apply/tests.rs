@@ -441,3 +441,19 @@ async fn a_pass_handed_the_version_its_status_write_superseded_writes_nothing() 
     events_recorded().await;
     assert_eq!(lock(&api).requests[before..], [] as [String; 0], "nothing read, nothing written");
 }
+
+#[tokio::test]
+async fn an_apply_driven_before_reads_its_lease_instead_of_creating_it() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let Harness { context, _woken, .. } = harness(api.clone());
+    let mut apply = apply(1, 1, &api);
+    apply.status = Some(crate::crd::ApplyStatus {
+        phase: Some(crate::crd::ApplyPhase::Running),
+        ..Default::default()
+    });
+
+    let held = context.leases.acquire(&apply).await.expect("no error");
+    assert_eq!(held, crate::lease::Acquired::Held);
+    let lease = format!("{LEASES}/{}", lease_name(UID));
+    assert_eq!(lease_requests(&api), [format!("GET {lease}"), format!("PUT {lease}")]);
+}
