@@ -1,15 +1,63 @@
 //! What a replica remembers between passes that the cluster does not hold: the runs it
-//! dispatched (so a run is applied once, and its inventory recorded when it ends) and its last
-//! write of each Apply's status (to pace progress-only writes, and to know a stale Apply). Both are only ever a
+//! dispatched (so a run is applied once, and its inventory recorded when it ends), its last
+//! write of each Apply's status (to pace progress-only writes, and to know a stale Apply) and
+//! how many passes of each Apply in a row did not go through (to back off). All are only ever a
 //! shortcut: after a restart they are empty, the new holder re-applies (server-side apply is
 //! idempotent) and writes the next status change at once.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::crd::InventoryEntry;
 use crate::engine::DispatchError;
+use crate::lifecycle::Backoff;
+
+/// How many passes of each Apply in a row did not go through (a lost write, a failed pass), by
+/// uid; an Apply leaves it at its next pass that does.
+#[derive(Default)]
+pub struct Misses(Mutex<HashMap<String, u32>>);
+
+impl Misses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many passes of the Apply in a row missed.
+    pub fn count(&self, uid: &str) -> u32 {
+        self.lock().get(uid).copied().unwrap_or(0)
+    }
+
+    /// Notes one more miss and says how long to wait before the next pass.
+    pub fn missed(&self, uid: &str, backoff: Backoff) -> Duration {
+        let retry = {
+            let mut misses = self.lock();
+            let count = misses.entry(uid.to_owned()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        };
+        backoff.delay(retry, jitter(uid, retry))
+    }
+
+    /// Forgets the Apply's misses: its pass went through, or it is gone.
+    pub fn clear(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    /// Keeps only the Applies that still exist.
+    pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.lock().retain(|uid, _| exists(uid));
+    }
+}
+
+/// A number in `[0, 1)` that differs between replicas, Applies and retries (std's hasher keys
+/// are random per process), so replicas that missed together spread their retries.
+fn jitter(uid: &str, retry: u32) -> f64 {
+    let hash = RandomState::new().hash_one((uid, retry));
+    // The top 53 bits, as a fraction.
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// This replica's last status write of each Apply, by uid: when (to pace progress-only writes)
 /// and which versions of the Apply it made stale (so a pass handed one of them, by a watch that

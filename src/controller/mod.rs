@@ -11,7 +11,7 @@ mod children;
 mod keys;
 mod memory;
 
-pub use memory::{Dispatch, Runs, StatusWrites};
+pub use memory::{Dispatch, Misses, Runs, StatusWrites};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use crate::engine::Engine;
 use crate::engine::watches::Watches;
 use crate::lease::{ApplyLeases, LeaseTiming};
 use crate::metrics::Metrics;
-use crate::{Error, Result, admin};
+use crate::{Error, Result, admin, lifecycle};
 
 /// How often lease managers of Applies that disappeared are stopped.
 const LEASE_SWEEP: Duration = Duration::from_secs(30);
@@ -80,6 +80,8 @@ pub struct Context {
     pub runs: Runs,
     /// When this replica last wrote each Apply's status, to pace progress-only updates.
     pub status_writes: StatusWrites,
+    /// How many passes of each Apply in a row did not go through, to back off.
+    pub misses: Misses,
     /// The Operations of each Apply, from the watch cache and this replica's own writes.
     pub children: Children,
 }
@@ -210,6 +212,7 @@ fn context(
         metrics,
         runs: Runs::default(),
         status_writes: StatusWrites::default(),
+        misses: Misses::default(),
         children,
         settings: settings.clone(),
         client,
@@ -256,6 +259,7 @@ fn sweep_leases(store: Store<Apply>, context: Arc<Context>) {
                 store.state().iter().filter_map(|apply| apply.metadata.uid.clone()).collect();
             context.leases.retain(|uid| live.contains(uid));
             context.status_writes.retain(|uid| live.contains(uid));
+            context.misses.retain(|uid| live.contains(uid));
             context.children.prune();
         }
     });
@@ -297,13 +301,16 @@ fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Acti
         tracing::debug!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "namespace terminating");
         return Action::await_change();
     }
-    tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "reconcile failed; retrying");
-    if error.is_too_large() {
-        return Action::requeue(Duration::from_secs(300));
-    }
-    if apply::is_permanent(error) {
-        // Retrying will not fix what the user wrote; look again now and then, and on changes.
-        return Action::requeue(Duration::from_secs(60));
-    }
-    Action::requeue(Duration::from_secs(2))
+    // Retrying will not fix what the same input gives again: look again rarely (a change of
+    // the Apply or its Operations wakes it at once); what may pass is retried sooner, each time
+    // a little later.
+    let backoff = if error.is_too_large() || apply::is_permanent(error) {
+        lifecycle::LASTING_ERROR
+    } else {
+        lifecycle::PASSING_ERROR
+    };
+    let uid = apply.metadata.uid.as_deref().unwrap_or_default();
+    let wait = context.misses.missed(uid, backoff);
+    tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, ?wait, "reconcile failed; retrying");
+    Action::requeue(wait)
 }

@@ -42,7 +42,9 @@ pub use facts::{ApplyFacts, Idempotency, LeaseState, error_id};
 pub use gate::{GateClosed, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
 pub use notes::{EventText, Note, Severity, reconcile_failed, too_large};
-pub use pacing::{StatusWrite, progress_interval, status_write};
+pub use pacing::{
+    Backoff, LASTING_ERROR, LOST_WRITE, PASSING_ERROR, StatusWrite, progress_interval, status_write,
+};
 pub use pass::{Begin, Next, Pace, begin, key_needs_finalizer, next};
 pub use project::{carry_transition_times, project};
 pub use transitions::{Outcome, Refused, claim, dismiss, finish, lost, resume, stop, take_over};

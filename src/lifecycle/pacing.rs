@@ -5,6 +5,12 @@
 //! end times, generation) is written at once. A change of progress alone (counts, the running
 //! operations, the messages that quote them) is written at most once per interval, so a wide
 //! rollout does not rewrite a large Apply for every operation that ends.
+//!
+//! It also owns how soon a pass that did not go through is tried again ([`Backoff`]): a write
+//! that lost to another, or an error that may pass, waits longer after each consecutive miss, up
+//! to a ceiling, with jitter so replicas that missed together do not retry together (SPEC.md
+//! section 8: never at a fixed rate forever). An error the same input gives again waits far
+//! longer; what changes the input (an edit of the Apply or its Operations) wakes it at once.
 
 use std::time::Duration;
 
@@ -23,6 +29,37 @@ const SLOWEST_PACE: Duration = Duration::from_secs(8);
 pub fn progress_interval(spec_bytes: usize) -> Duration {
     let extra = u32::try_from(spec_bytes / BYTES_PER_SECOND_OF_PACE).unwrap_or(u32::MAX);
     (Duration::from_secs(1) + Duration::from_secs(1).saturating_mul(extra)).min(SLOWEST_PACE)
+}
+
+/// A growing delay between retries: `first`, doubled after each consecutive miss, at most `cap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay before the first retry.
+    pub first: Duration,
+    /// The longest delay.
+    pub cap: Duration,
+}
+
+/// A pass cut short by a write that lost to a concurrent one: re-read and re-decide soon.
+pub const LOST_WRITE: Backoff =
+    Backoff { first: Duration::from_millis(200), cap: Duration::from_secs(5) };
+/// A pass that failed on an error that may pass (the API server unavailable, a timeout).
+pub const PASSING_ERROR: Backoff =
+    Backoff { first: Duration::from_secs(1), cap: Duration::from_secs(60) };
+/// A pass that failed on an error its input will give again (an object too large, a name taken
+/// by an object baton does not own): only a change helps, and changes wake the Apply anyway.
+pub const LASTING_ERROR: Backoff =
+    Backoff { first: Duration::from_secs(60), cap: Duration::from_secs(15 * 60) };
+
+impl Backoff {
+    /// The delay before retry number `retry` (1 for the first after a miss). `jitter`, in
+    /// `[0, 1)`, spreads the second half of the delay: half of it is fixed, so the delay never
+    /// shrinks below half of its step.
+    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
+        let doublings = retry.saturating_sub(1).min(31);
+        let step = self.first.saturating_mul(1 << doublings).min(self.cap);
+        step / 2 + step.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+    }
 }
 
 /// What to do with a newly projected parent status.
@@ -92,6 +129,20 @@ mod tests {
     fn projected(statuses: Vec<crate::crd::OperationStatus>) -> ApplyStatus {
         let spec = spec(statuses.len(), FailurePolicy::Continue, 3);
         project(&facts(&spec), &children(statuses))
+    }
+
+    #[test]
+    fn retries_back_off_to_a_ceiling_with_jitter() {
+        let at = |retry| LOST_WRITE.delay(retry, 0.0);
+        assert_eq!(at(1), Duration::from_millis(100));
+        assert_eq!(at(2), Duration::from_millis(200));
+        assert_eq!(at(3), Duration::from_millis(400));
+        assert_eq!(at(10), Duration::from_millis(2500), "capped at 5 s, half of it fixed");
+        assert_eq!(at(u32::MAX), Duration::from_millis(2500));
+        let most = LOST_WRITE.delay(10, 0.999_999);
+        assert!(most > Duration::from_millis(4990) && most < Duration::from_secs(5), "{most:?}");
+        assert_eq!(PASSING_ERROR.delay(1, 0.5), Duration::from_millis(750));
+        assert!(LASTING_ERROR.delay(100, 1.0) <= Duration::from_secs(900));
     }
 
     #[test]

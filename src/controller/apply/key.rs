@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use kube::runtime::controller::Action;
 
 use super::snapshot::{Key, Snapshot};
-use super::{Context, RETRY_SOON, finalizer};
+use super::{Context, finalizer, lost_write};
 use crate::Result;
 use crate::lifecycle::{KeyWrite, key_needs_finalizer};
 
@@ -22,10 +22,10 @@ pub(super) async fn take(
         return Ok(ControlFlow::Continue(()));
     }
     if key_needs_finalizer(&snapshot.facts(), write) && !finalizer::add(snapshot, context).await? {
-        return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+        return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
     }
     if !snapshot.key.write(write).await? {
-        return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+        return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
     }
     snapshot.key = Key::read(snapshot.apply, &snapshot.namespace, context).await?;
     Ok(ControlFlow::Continue(()))

@@ -47,8 +47,6 @@ const PASS_BUDGET: Duration = Duration::from_secs(1);
 const LEASE_RETRY: Duration = Duration::from_secs(5);
 /// How long after another holder's lease expires by the local clock to look at it again.
 const LEASE_SKEW: Duration = Duration::from_millis(100);
-/// How soon to look again after a write lost to a concurrent one (re-read and re-decide).
-const RETRY_SOON: Duration = Duration::from_millis(200);
 /// How soon to look again while another Apply holds the idempotency key.
 const KEY_RETRY: Duration = Duration::from_secs(2);
 /// How soon to look again at an Apply that waits for nothing.
@@ -71,12 +69,23 @@ macro_rules! step {
 #[instrument(skip(apply, context), fields(apply = %apply.name_any(), namespace = apply.namespace().unwrap_or_default()))]
 pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
+    let uid = apply.uid().unwrap_or_default();
+    let misses = context.misses.count(&uid);
     let outcome = drive(&apply, &context).await;
     context.metrics.reconciled("apply", started.elapsed());
-    if let Err(error) = &outcome {
-        events::record_failure(&apply, error, &context).await;
+    match &outcome {
+        Err(error) => events::record_failure(&apply, error, &context).await,
+        // A pass that went through ends the Apply's run of misses.
+        Ok(_) if context.misses.count(&uid) == misses => context.misses.clear(&uid),
+        Ok(_) => {}
     }
     outcome
+}
+
+/// Ends a pass whose write lost to a concurrent one (not an error): the Apply is read and
+/// decided again, a little later after each loss in a row.
+pub(super) fn lost_write(context: &Context, uid: &str) -> Action {
+    Action::requeue(context.misses.missed(uid, lifecycle::LOST_WRITE))
 }
 
 /// One pass over the Apply, step by step.
@@ -122,7 +131,7 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
                 events::publish_all(apply, &notes, context);
                 return cut_short.map(|flow| match flow {
                     ControlFlow::Break(action) => action,
-                    ControlFlow::Continue(_) => Action::requeue(RETRY_SOON),
+                    ControlFlow::Continue(_) => lost_write(context, &snapshot.uid),
                 });
             }
         };
@@ -168,7 +177,7 @@ async fn settle(
 ) -> Result<Action> {
     let end = snapshot.key.next_write(published.status.phase, snapshot.deleting());
     if end.ends_the_key() && !snapshot.key.write(&end).await? {
-        return Ok(Action::requeue(RETRY_SOON));
+        return Ok(lost_write(context, &snapshot.uid));
     }
     // Health changes wake the Apply through the watches; what is left is the safety re-read.
     let pace = Pace {
@@ -214,6 +223,7 @@ pub(super) fn forget(context: &Context, uid: &str) {
     let_go(context, uid);
     context.status_writes.forget(uid);
     context.children.forget(uid);
+    context.misses.clear(uid);
 }
 
 /// Whether the pass may write: when its writes need the lease, whether this replica still

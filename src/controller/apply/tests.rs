@@ -193,6 +193,7 @@ fn harness(api: Arc<Mutex<FakeApi>>) -> Harness {
         settings,
         runs: Runs::default(),
         status_writes: StatusWrites::default(),
+        misses: crate::controller::Misses::default(),
         children: Children::new(store),
         client,
     };

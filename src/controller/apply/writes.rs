@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info};
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, RETRY_SOON, finalizer, may_write};
+use super::{Context, LEASE_RETRY, finalizer, lost_write, may_write};
 use crate::crd::{
     ANNOTATION_RECREATED, Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase,
     OperationSpec, OperationStatus,
@@ -62,7 +62,7 @@ pub(super) async fn decide_and_write(
             now: Timestamp::now(),
         });
         if plan.finalizer_first() && !finalizer::add(snapshot, context).await? {
-            return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+            return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
         if !plan.writes.is_empty() && !may_write(snapshot, context) {
@@ -86,7 +86,7 @@ pub(super) async fn decide_and_write(
         // from fresh reads.
         outcome?;
         if made.iter().any(|made| !made) {
-            return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+            return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
         }
         match plan.then() {
             Then::Decide => continue,
@@ -305,7 +305,10 @@ fn new_operation(apply: &Apply, index: u32, name: &str, recreated: bool) -> Resu
     // Values are expanded here, once: what the operation applies is fixed and visible on it.
     let (manifests, values_error) = match expand(&written, &values_of(entry)) {
         Ok(expanded) => (expanded, None),
-        Err(error) => (written, Some(format!("operation `{name}`: {error}"))),
+        Err(error) => {
+            let kept = if error.keeps_manifests() { written } else { Vec::new() };
+            (kept, Some(format!("operation `{name}`: {error}")))
+        }
     };
     let owner = apply.controller_owner_ref(&()).ok_or_else(|| {
         Error::Malformed(format!("Apply `{apply_name}` cannot own objects (no uid)"))
