@@ -20,5 +20,6 @@ mod e2e {
     pub mod scenarios;
     pub mod security;
     pub mod support;
+    pub mod tenants;
     pub mod workloads;
 }

@@ -589,6 +589,18 @@ fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> 
     if before_stop.is_some() && next.stop.is_none() {
         notes.push(Note::Resumed);
     }
+    let foreign = |status: &ApplyStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::FOREIGN_OPERATIONS)
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = foreign(next)
+        && previous.and_then(foreign).as_ref() != Some(&message)
+    {
+        notes.push(Note::ForeignOperations { message });
+    }
     if let Some(phase) = next.phase
         && phase.is_terminal()
         && previous.and_then(|p| p.phase) != Some(phase)

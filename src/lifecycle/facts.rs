@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::Child;
+use super::{Child, Foreign};
 use crate::crd::{
     ApplyError, ApplySpec, Approval, ApprovalRecord, DismissedError, FailurePolicy,
     OperationCounts, OperationEntry, OperationPhase, OperationStatus,
@@ -89,6 +89,9 @@ pub struct ApplyFacts<'a> {
     /// Who wrote each name of `spec.approvals`, and when (from the Apply's managed fields);
     /// copied into an Operation's status when it is claimed.
     pub approvers: BTreeMap<String, ApprovalRecord>,
+    /// Operations that name the Apply as their owner and are not its children (SPEC.md
+    /// section 1): never run, reported on the Apply.
+    pub foreign: &'a [Foreign],
 }
 
 impl ApplyFacts<'_> {

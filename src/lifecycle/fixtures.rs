@@ -126,5 +126,6 @@ pub fn facts(spec: &ApplySpec) -> ApplyFacts<'_> {
         operations_created: false,
         idempotency: Idempotency::NotRequired,
         approvers: Default::default(),
+        foreign: &[],
     }
 }

@@ -21,6 +21,7 @@ mod duration;
 mod facts;
 mod gate;
 mod idempotency;
+mod identity;
 mod notes;
 mod pacing;
 mod pass;
@@ -41,6 +42,10 @@ pub use duration::{DurationError, parse_duration};
 pub use facts::{ApplyFacts, Idempotency, LeaseState, error_id};
 pub use gate::{GateClosed, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
+pub use identity::{
+    Foreign, describe_foreign, expected_spec, manifests_differ, operation_name, sort_owned,
+    why_foreign,
+};
 pub use notes::{EventText, Note, Severity, reconcile_failed, too_large};
 pub use pacing::{
     Backoff, LASTING_ERROR, LOST_WRITE, PASSING_ERROR, StatusWrite, progress_interval, status_write,
@@ -64,6 +69,8 @@ pub mod condition {
     pub const DEGRADED: &str = "Degraded";
     /// `spec.dismissError` names no current error.
     pub const DISMISSAL_REJECTED: &str = "DismissalRejected";
+    /// Operations claim to belong to the Apply and are not its children (SPEC.md section 1).
+    pub const FOREIGN_OPERATIONS: &str = "ForeignOperations";
 }
 
 /// Reasons written by the lifecycle (operation failure reasons are [`crate::crd::FailureReason`]).
@@ -84,6 +91,8 @@ pub mod reason {
     pub const SOAKING: &str = "Soaking";
     /// `spec.dismissError` names an error that is not the current one.
     pub const STALE_DISMISSAL: &str = "StaleDismissal";
+    /// An Operation names the Apply as its owner and is not one of its children.
+    pub const NOT_A_CHILD: &str = "NotAChild";
 }
 
 /// What the lifecycle knows of one existing Operation.

@@ -21,6 +21,8 @@ pub enum Note {
     ErrorDismissed { id: String },
     /// `spec.dismissError` named no current error; nothing changed.
     DismissalIgnored { id: String, why: String },
+    /// Operations claim to belong to the Apply and are not its children; they are not run.
+    ForeignOperations { message: String },
     /// A stop request took effect.
     StopRequested,
     /// Nothing runs any more after a stop.
@@ -130,6 +132,7 @@ impl Note {
             Note::DismissalIgnored { id, why } => {
                 (Warning, "DismissalIgnored", format!("dismissal of `{id}` ignored: {why}"))
             }
+            Note::ForeignOperations { message } => (Warning, "ForeignOperations", message.clone()),
             Note::StopRequested => {
                 (Normal, "StopRequested", "stop requested: no operation will be claimed".into())
             }

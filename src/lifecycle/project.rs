@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::facts::{ApplyFacts, Idempotency, Roster, Slot};
-use super::{Child, condition, reason};
+use super::{Child, condition, describe_foreign, reason};
 use crate::crd::{
     ApplyError, ApplyPhase, ApplySpec, ApplyStatus, DismissedError, FailurePolicy, OperationCounts,
     OperationPhase, StopStatus,
@@ -322,6 +322,14 @@ fn conditions(
             &error.filter(|_| degraded).map(describe).unwrap_or_default(),
         ),
     ];
+    if !facts.foreign.is_empty() {
+        conditions.push(make(
+            condition::FOREIGN_OPERATIONS,
+            true,
+            reason::NOT_A_CHILD,
+            &describe_foreign(facts.foreign),
+        ));
+    }
     if let Some(rejection) = dismissal_rejection(facts.spec, error, last_dismissed) {
         conditions.push(make(
             condition::DISMISSAL_REJECTED,

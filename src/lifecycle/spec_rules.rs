@@ -969,3 +969,130 @@ fn the_finalizer_goes_on_beside_the_creations_only_when_claims_follow_them() {
     let claims = plan(&open, vec![pending(0), pending(0)]);
     assert!(claims.add_finalizer && claims.finalizer_first(), "before the first claim");
 }
+
+// Section 1: what counts as a child.
+
+const APPLY_UID: &str = "uid-r";
+
+/// The Operation baton creates for step `index` of Apply `r` in `spec`.
+fn child_of(spec: &ApplySpec, index: u32) -> crate::crd::Operation {
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "baton.dev/v1alpha1".into(),
+        kind: "Apply".into(),
+        name: "r".into(),
+        uid: APPLY_UID.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let spec = expected_spec(spec, index).expect("an entry");
+    crate::crd::Operation {
+        metadata: kube::api::ObjectMeta {
+            name: Some(operation_name("r", &spec.name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+#[test]
+fn section_1_the_operation_baton_creates_is_a_child() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    let owned = vec![child_of(&spec, 0), child_of(&spec, 1)];
+    let (children, foreign) = sort_owned("r", APPLY_UID, &spec, owned);
+    assert_eq!(children.len(), 2);
+    assert_eq!(foreign, Vec::new());
+    assert_eq!(manifests_differ(&spec, &children[0].spec), None);
+}
+
+#[test]
+fn section_1_an_operation_under_another_name_a_wrong_index_or_owner_or_spec_is_foreign() {
+    let spec = spec(2, FailurePolicy::Halt, 1);
+    // Another name, with a copy of a real child's spec (the forged `r-zz-forged`).
+    let mut renamed = child_of(&spec, 1);
+    renamed.metadata.name = Some("r-zz-forged".into());
+    // An index the Apply does not have.
+    let mut beyond = child_of(&spec, 1);
+    beyond.metadata.name = Some("r-x".into());
+    beyond.spec.index = 7;
+    // The right name, owned but not controlled by the Apply.
+    let mut uncontrolled = child_of(&spec, 0);
+    if let Some(owner) = uncontrolled.metadata.owner_references.as_mut().and_then(|o| o.first_mut())
+    {
+        owner.controller = Some(false);
+    }
+    // The right name and index, another target.
+    let mut retargeted = child_of(&spec, 1);
+    retargeted.spec.target.namespace = "kube-system".into();
+    let owned = vec![renamed, beyond, uncontrolled, retargeted];
+    let (children, foreign) = sort_owned("r", APPLY_UID, &spec, owned);
+    assert!(children.is_empty());
+    let reasons: Vec<(&str, &str)> =
+        foreign.iter().map(|f| (f.name.as_str(), f.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("r-a", "the Apply is not its controller"),
+            ("r-b", "its spec is not a copy of operation `b`"),
+            ("r-x", "the Apply has no operation #7"),
+            ("r-zz-forged", "operation #1 is the Operation `r-b`"),
+        ]
+    );
+}
+
+#[test]
+fn section_1_an_operation_whose_manifests_are_not_its_steps_is_never_applied() {
+    let spec = spec(1, FailurePolicy::Halt, 1);
+    let mut squatter = child_of(&spec, 0);
+    squatter.spec.manifests = vec![serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}
+    })];
+    // Everything but the manifests is the child's: it passes the cheap check ...
+    assert_eq!(why_foreign("r", APPLY_UID, &spec, &squatter), None);
+    // ... and is refused when its manifests are read, before a run applies them.
+    let why = manifests_differ(&spec, &squatter.spec);
+    assert_eq!(
+        why.as_deref(),
+        Some("its manifests are not those of operation `a` expanded with its values")
+    );
+}
+
+#[test]
+fn section_1_foreign_operations_are_reported_on_the_status_and_in_one_event() {
+    let spec = spec(1, FailurePolicy::Halt, 1);
+    let foreign = vec![Foreign {
+        name: "r-zz-forged".into(),
+        reason: "operation #0 is the Operation `r-a`".into(),
+    }];
+    let facts = ApplyFacts { foreign: &foreign, ..facts(&spec) };
+    let children = children(vec![pending(0)]);
+    let health = BTreeMap::new();
+    let observed = |previous| Observed {
+        apply: facts.clone(),
+        children: &children,
+        lease: LeaseState::Held,
+        holder: ME,
+        health: &health,
+        previous,
+        now: at(10),
+    };
+    let first = decide(&observed(None));
+    let status = first.status.clone().expect("a status");
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::FOREIGN_OPERATIONS)
+        .expect("the status says so");
+    assert_eq!(condition.status, "True");
+    assert!(condition.message.contains("`r-zz-forged`") && condition.message.contains("never run"));
+    let said = |plan: &Plan| {
+        plan.notes.iter().filter(|n| matches!(n, Note::ForeignOperations { .. })).count()
+    };
+    assert_eq!(said(&first), 1, "an Event says so");
+    let again = decide(&observed(Some(&status)));
+    assert_eq!(said(&again), 0, "once, not every pass");
+    // The foreign Operation takes no part in the rollout: the child is claimed as usual.
+    assert!(first.writes.iter().any(|w| matches!(w,
+        OperationWrite::Status { name, kind: WriteKind::Claim, .. } if name == "a")));
+}

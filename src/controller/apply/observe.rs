@@ -15,9 +15,9 @@ use super::Context;
 use super::snapshot::Snapshot;
 use crate::controller::Dispatch;
 use crate::controller::children::manifests_left_out;
-use crate::crd::{Operation, OperationPhase};
-use crate::engine::{Check, RunTarget, Wants};
-use crate::lifecycle::Health;
+use crate::crd::{ApplySpec, Operation, OperationPhase};
+use crate::engine::{Check, DispatchError, RunTarget, Wants};
+use crate::lifecycle::{Health, manifests_differ};
 
 /// What the observe step saw.
 pub(super) struct Observed {
@@ -64,7 +64,7 @@ pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Observed
                 named_service_account: snapshot.apply.spec.service_account_name.as_deref(),
                 health_checks: &snapshot.apply.spec.health_checks,
             };
-            run(op, target, context)
+            run(op, target, &snapshot.apply.spec, context)
         })
         .collect();
     let checked: Vec<(String, Check, Wants)> =
@@ -99,7 +99,12 @@ async fn with_manifests<'a>(
 }
 
 /// Applies one running operation (once per run) and reads its health, and what it waits on.
-async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (String, Check, Wants) {
+async fn run(
+    op: &Operation,
+    target: RunTarget<'_>,
+    spec: &ApplySpec,
+    context: &Context,
+) -> (String, Check, Wants) {
     let name = op.spec.name.clone();
     let attempt = op.status.as_ref().map_or(0, |status| status.attempt);
     let run = (op.uid().unwrap_or_default(), attempt);
@@ -114,7 +119,18 @@ async fn run(op: &Operation, target: RunTarget<'_>, context: &Context) -> (Strin
                 }
             };
             let target = RunTarget { operation: &full.spec, ..target };
-            let dispatch = match context.engine.dispatch(&target).await {
+            // What the cache left out is checked now that it is read (SPEC.md section 1): an
+            // Operation whose manifests are not its step's is not a child and is never applied.
+            let foreign = manifests_differ(spec, &full.spec).map(|reason| DispatchError {
+                message: format!("Operation `{}`: {reason}: not applied", op.name_any()),
+                applied: Vec::new(),
+                transient: false,
+            });
+            let dispatched = match foreign {
+                Some(refused) => Err(refused),
+                None => context.engine.dispatch(&target).await,
+            };
+            let dispatch = match dispatched {
                 Ok(inventory) => {
                     info!(operation = %name, attempt, objects = inventory.len(), "applied");
                     Dispatch::Applied(inventory)

@@ -14,8 +14,8 @@ use super::Context;
 use crate::controller::keys;
 use crate::crd::{Apply, ApplyPhase, ApprovalRecord, FINALIZER, LABEL_APPLY, Operation};
 use crate::lifecycle::{
-    ApplyFacts, Begin, Child, Idempotency, KeyRecord, KeyWrite, begin, key_write, observe_key,
-    project,
+    ApplyFacts, Begin, Child, Foreign, Idempotency, KeyRecord, KeyWrite, begin, key_write,
+    observe_key, project, sort_owned,
 };
 use crate::{Error, Result};
 
@@ -29,6 +29,8 @@ pub(super) struct Snapshot<'a> {
     pub uid: String,
     /// Its Operations by index, replaced by what the API server returned for each write.
     pub operations: HashMap<u32, Operation>,
+    /// Operations that name it as their owner and are not its children: never run.
+    pub foreign: Vec<Foreign>,
     /// Its idempotency key.
     pub key: Key<'a>,
     /// baton's finalizer is on the Apply (as read, or added by this pass).
@@ -52,9 +54,11 @@ impl<'a> Snapshot<'a> {
             Some(owned) => owned,
             None => list(apply, &namespace, &uid, context).await?,
         };
+        let (children, foreign) = sort_owned(&name, &uid, &apply.spec, owned);
         Ok(Snapshot {
             key: Key::read(apply, &namespace, context).await?,
-            operations: owned.into_iter().map(|op| (op.spec.index, op)).collect(),
+            operations: children.into_iter().map(|op| (op.spec.index, op)).collect(),
+            foreign,
             finalizer: apply.finalizers().iter().any(|finalizer| finalizer == FINALIZER),
             under_lease: true,
             versions: apply.resource_version().into_iter().collect(),
@@ -84,7 +88,7 @@ impl<'a> Snapshot<'a> {
     }
 
     /// What the lifecycle knows of the Apply.
-    pub fn facts(&self) -> ApplyFacts<'a> {
+    pub fn facts(&self) -> ApplyFacts<'_> {
         ApplyFacts {
             spec: &self.apply.spec,
             generation: self.apply.metadata.generation,
@@ -94,6 +98,7 @@ impl<'a> Snapshot<'a> {
             operations_created: self.operations_created(),
             idempotency: self.key.idempotency(),
             approvers: approvers(self.apply),
+            foreign: &self.foreign,
         }
     }
 

@@ -20,11 +20,11 @@ use super::snapshot::Snapshot;
 use super::{Context, LEASE_RETRY, finalizer, lost_write, may_write};
 use crate::crd::{
     ANNOTATION_RECREATED, Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase,
-    OperationSpec, OperationStatus,
+    OperationStatus,
 };
 use crate::lifecycle::{
-    Health, LeaseState, Note, Observed, OperationWrite, Plan, Then, WriteKind, decide, expand,
-    values_of,
+    Health, LeaseState, Note, Observed, OperationWrite, Plan, Then, WriteKind, decide,
+    expected_spec, manifests_differ, operation_name, why_foreign,
 };
 use crate::{Error, Result};
 
@@ -186,19 +186,27 @@ async fn create(
     match api.create(&PostParams::default(), &child).await {
         Ok(created) => Ok(Some(created)),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            // Ours, created meanwhile: re-read. Another Apply's: say so, it will not pass.
-            let existing = api.get_opt(&object_name).await.ok().flatten();
-            let owner = existing.as_ref().and_then(|op| op.owner_references().first().cloned());
-            match owner {
-                Some(owner) if Some(&owner.uid) != apply.metadata.uid.as_ref() => {
-                    Err(Error::Conflict(format!(
-                        "operation `{name}`: the Operation `{object_name}` already belongs to {} \
-                         `{}`; rename the operation or the Apply",
-                        owner.kind, owner.name
-                    )))
-                }
-                _ => Ok(None),
-            }
+            // Ours, created meanwhile: re-read. Anything else in the way: say so, it will not
+            // pass, and it is never run (SPEC.md section 1).
+            let Some(existing) = api.get_opt(&object_name).await.ok().flatten() else {
+                return Ok(None);
+            };
+            let uid = apply.metadata.uid.as_deref().unwrap_or_default();
+            let reason = why_foreign(&apply.name_any(), uid, &apply.spec, &existing)
+                .or_else(|| manifests_differ(&apply.spec, &existing.spec));
+            let Some(reason) = reason else { return Ok(None) };
+            let message = match existing.owner_references().first() {
+                Some(owner) if owner.uid != uid => format!(
+                    "operation `{name}`: the Operation `{object_name}` already belongs to {} \
+                     `{}`; rename the operation or the Apply",
+                    owner.kind, owner.name
+                ),
+                _ => format!(
+                    "operation `{name}`: the Operation `{object_name}` is in its place and is not \
+                     baton's ({reason}); it is never run: delete it"
+                ),
+            };
+            Err(Error::Conflict(message))
         }
         Err(source) => Err(Error::Kube {
             context: format!(
@@ -290,32 +298,19 @@ fn count_transition(kind: WriteKind, status: &OperationStatus, context: &Context
         .inc();
 }
 
-/// The Operation for `spec.operations[index]`: a copy of the entry (with the template's
-/// manifests when it lists none), owned by the Apply; marked when it replaces a deleted one.
+/// The Operation for `spec.operations[index]` (`lifecycle::expected_spec`), owned by the
+/// Apply; marked when it replaces a deleted one.
 fn new_operation(apply: &Apply, index: u32, name: &str, recreated: bool) -> Result<Operation> {
     let apply_name = apply.name_any();
-    let entry = usize::try_from(index).ok().and_then(|i| apply.spec.operations.get(i)).ok_or_else(
-        || Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}")),
-    )?;
-    let written = entry
-        .manifests
-        .clone()
-        .or_else(|| apply.spec.template.as_ref().map(|template| template.manifests.clone()))
-        .unwrap_or_default();
-    // Values are expanded here, once: what the operation applies is fixed and visible on it.
-    let (manifests, values_error) = match expand(&written, &values_of(entry)) {
-        Ok(expanded) => (expanded, None),
-        Err(error) => {
-            let kept = if error.keeps_manifests() { written } else { Vec::new() };
-            (kept, Some(format!("operation `{name}`: {error}")))
-        }
-    };
+    let spec = expected_spec(&apply.spec, index).ok_or_else(|| {
+        Error::Malformed(format!("Apply `{apply_name}` has no operation #{index}"))
+    })?;
     let owner = apply.controller_owner_ref(&()).ok_or_else(|| {
         Error::Malformed(format!("Apply `{apply_name}` cannot own objects (no uid)"))
     })?;
     Ok(Operation {
         metadata: ObjectMeta {
-            name: Some(format!("{apply_name}-{name}")),
+            name: Some(operation_name(&apply_name, name)),
             namespace: apply.namespace(),
             labels: Some(
                 [
@@ -329,16 +324,7 @@ fn new_operation(apply: &Apply, index: u32, name: &str, recreated: bool) -> Resu
                 .then(|| [(ANNOTATION_RECREATED.to_owned(), "true".to_owned())].into()),
             ..ObjectMeta::default()
         },
-        spec: OperationSpec {
-            index,
-            name: name.to_owned(),
-            target: entry.target.clone(),
-            manifests,
-            timeout: entry.timeout.clone(),
-            approval: entry.approval,
-            soak: entry.soak.clone(),
-            values_error,
-        },
+        spec,
         status: None,
     })
 }
