@@ -74,6 +74,11 @@ impl Error {
         }
     }
 
+    /// The API server found the object invalid: the same object will be refused again.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 422)
+    }
+
     /// The API server refused a new object because its namespace is being deleted: the Apply
     /// is going with it, and its deletion needs nothing new.
     pub fn is_namespace_terminating(&self) -> bool {

@@ -304,7 +304,7 @@ fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Acti
     // Retrying will not fix what the same input gives again: look again rarely (a change of
     // the Apply or its Operations wakes it at once); what may pass is retried sooner, each time
     // a little later.
-    let backoff = if error.is_too_large() || apply::is_permanent(error) {
+    let backoff = if error.is_too_large() || error.is_invalid() || apply::is_permanent(error) {
         lifecycle::LASTING_ERROR
     } else {
         lifecycle::PASSING_ERROR

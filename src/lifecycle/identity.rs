@@ -34,8 +34,7 @@ pub fn operation_name(apply: &str, operation: &str) -> String {
 
 /// The spec of the Operation for `spec.operations[index]`: a copy of the entry (with the
 /// template's manifests when it lists none), its values expanded. An expansion that fails keeps
-/// the reason, and the written manifests for a person to read unless they are what grew too
-/// large.
+/// the reason beside the manifests as written (no larger than the Apply), for a person to read.
 pub fn expected_spec(spec: &ApplySpec, index: u32) -> Option<OperationSpec> {
     let entry = spec.operations.get(usize::try_from(index).ok()?)?;
     let written = entry
@@ -46,10 +45,7 @@ pub fn expected_spec(spec: &ApplySpec, index: u32) -> Option<OperationSpec> {
     // Values are expanded here, once: what the operation applies is fixed and visible on it.
     let (manifests, values_error) = match expand(&written, &values_of(entry)) {
         Ok(expanded) => (expanded, None),
-        Err(error) => {
-            let kept = if error.keeps_manifests() { written } else { Vec::new() };
-            (kept, Some(format!("operation `{}`: {error}", entry.name)))
-        }
+        Err(error) => (written, Some(format!("operation `{}`: {error}", entry.name))),
     };
     Some(OperationSpec {
         index,

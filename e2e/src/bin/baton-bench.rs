@@ -1281,6 +1281,7 @@ async fn scale(client: &Client, sizes: Sizes) {
                     operations_created: false,
                     idempotency: Idempotency::NotRequired,
                     approvers: Default::default(),
+                    foreign: &[],
                 };
                 let status = project(&facts, &children);
                 let body =
