@@ -5,7 +5,11 @@
 //! `spec.approvals`, exactly as a user would with `kubectl patch`; it never writes status. The
 //! actions (stop, resume, dismiss, approve) return their one line instead of printing it, so the
 //! dashboard (`crate::dashboard`) makes the very same patches and shows the same words.
+//!
+//! Whatever it prints passes through [`printable`]: messages, reasons, error ids and approvers
+//! are text a tenant or a condition wrote, and must not drive the user's terminal.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Duration;
 
@@ -217,7 +221,7 @@ impl Plugin {
             );
             if text != last {
                 if interactive {
-                    write!(out, "\r\x1b[2K{text}").map_err(io_error)?;
+                    write!(out, "\r\x1b[2K{}", printable(&text)).map_err(io_error)?;
                     out.flush().map_err(io_error)?;
                 } else {
                     line(out, text.clone())?;
@@ -283,8 +287,46 @@ fn io_error(source: std::io::Error) -> Error {
     Error::Io { path: "standard output".into(), source }
 }
 
+/// Writes one line of `text`, escaped: nothing the plugin writes in a line is a control
+/// character, so escaping the whole line escapes exactly what came from the cluster.
 fn line(out: &mut impl Write, text: String) -> Result<()> {
-    writeln!(out, "{text}").map_err(io_error)
+    writeln!(out, "{}", printable(&text)).map_err(io_error)
+}
+
+/// `text` as it may reach a terminal: control characters (all of C0, newline and tab included,
+/// DEL and C1) and the bidirectional formatting characters are written as escapes (`\x1b`,
+/// `\n`, `\u{9b}`, `\u{202e}`), so text from the cluster can neither start an escape
+/// sequence, move the cursor, reorder what follows, nor break a line or a column. Everything else
+/// (é, 日本, box drawing) is kept as is, and text with nothing to escape is not copied.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    use std::fmt::Write as _;
+    if !text.chars().any(unprintable) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for character in text.chars() {
+        let code = u32::from(character);
+        // Writing to a String cannot fail.
+        let _ = match character {
+            '\n' => escaped.write_str("\\n"),
+            '\t' => escaped.write_str("\\t"),
+            '\r' => escaped.write_str("\\r"),
+            _ if unprintable(character) && code < 0x80 => write!(escaped, "\\x{code:02x}"),
+            _ if unprintable(character) => write!(escaped, "\\u{{{code:x}}}"),
+            _ => escaped.write_char(character),
+        };
+    }
+    Cow::Owned(escaped)
+}
+
+/// A character a terminal acts on rather than shows: a control character (Unicode's `Cc`: C0,
+/// DEL, C1) or a bidirectional formatting character.
+fn unprintable(character: char) -> bool {
+    let bidirectional = matches!(
+        character,
+        '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    );
+    character.is_control() || bidirectional
 }
 
 #[cfg(test)]
@@ -299,5 +341,32 @@ mod tests {
         assert_eq!(age(Some(&at(9_000)), now), "16m40s");
         assert_eq!(age(Some(&at(2_000)), now), "2h13m");
         assert_eq!(age(None, now), "-");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_other_text_kept() {
+        let table = [
+            ("\x1b[2J\x1b[1;1Hall good", "\\x1b[2J\\x1b[1;1Hall good"),
+            ("first\nsecond\tcolumn\r", "first\\nsecond\\tcolumn\\r"),
+            ("\u{9b}31m red", "\\u{9b}31m red"),
+            ("\u{0}\u{7}\u{7f}", "\\x00\\x07\\x7f"),
+            ("\u{202e}txt.exe", "\\u{202e}txt.exe"),
+            ("déployé sur 日本 ├─ ok", "déployé sur 日本 ├─ ok"),
+            ("", ""),
+        ];
+        for (text, shown) in table {
+            assert_eq!(printable(text), shown, "{text:?}");
+        }
+        assert!(matches!(printable("déployé 日本"), Cow::Borrowed(_)), "nothing copied");
+    }
+
+    #[test]
+    fn a_line_from_the_cluster_stays_one_line_without_escape_sequences() {
+        let mut out = Vec::new();
+        line(&mut out, "├─ a  Failed  ready\n\x1b[2Kfake line\u{9b}0m".to_owned()).expect("a line");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert_eq!(text, "├─ a  Failed  ready\\n\\x1b[2Kfake line\\u{9b}0m\n");
     }
 }

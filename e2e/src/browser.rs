@@ -6,7 +6,8 @@
 //! port and a fresh profile; dropping it ends the driver's process group, the browser with it.
 //!
 //! [`DashboardProcess`] is `kubectl baton dashboard` as a user starts it: the plugin binary of
-//! this checkout, a kubeconfig, a namespace, a loopback port of its choosing.
+//! this checkout, a kubeconfig, a namespace, a loopback port of its choosing (or the flags a
+//! test gives).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -213,15 +214,26 @@ pub struct DashboardProcess {
     pub url: String,
     child: tokio::process::Child,
     /// Kept open: a closed pipe would fail the dashboard's next line.
-    _output: BufReader<tokio::process::ChildStdout>,
+    output: BufReader<tokio::process::ChildStdout>,
 }
 
 impl DashboardProcess {
     /// Starts the dashboard of `namespace` with `kubeconfig` on a loopback port it picks.
     pub async fn start(kubeconfig: &Path, namespace: &str) -> DashboardProcess {
+        DashboardProcess::start_with(kubeconfig, namespace, &["--address", "127.0.0.1:0"]).await
+    }
+
+    /// Starts the dashboard of `namespace` with `kubeconfig` and the flags `extra` (which name
+    /// its address).
+    pub async fn start_with(
+        kubeconfig: &Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> DashboardProcess {
         let plugin = baton_binary().with_file_name("kubectl-baton");
         let mut child = tokio::process::Command::new(&plugin)
-            .args(["dashboard", "--namespace", namespace, "--address", "127.0.0.1:0"])
+            .args(["dashboard", "--namespace", namespace])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -240,7 +252,17 @@ impl DashboardProcess {
             .find(|word| word.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in the dashboard's first line: {first}"))
             .to_owned();
-        DashboardProcess { url, child, _output: output }
+        DashboardProcess { url, child, output }
+    }
+
+    /// The dashboard's next line of output (after the URL: its warnings).
+    pub async fn next_line(&mut self) -> String {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(20), self.output.read_line(&mut line))
+            .await
+            .expect("the dashboard to print a line")
+            .expect("reading the dashboard's output");
+        line
     }
 
     /// The URL of `path` (which starts with `/`) on this dashboard.

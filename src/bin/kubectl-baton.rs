@@ -5,8 +5,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use baton::dashboard;
-use baton::plugin::Plugin;
+use baton::dashboard::{self, AllowedHost};
+use baton::plugin::{Plugin, printable};
 use baton::{Error, Result};
 use clap::{Parser, Subcommand};
 
@@ -43,6 +43,11 @@ enum Command {
         /// Where to listen. Anything but loopback lets whoever reaches it act as you.
         #[arg(long, default_value = dashboard::DEFAULT_ADDRESS)]
         address: SocketAddr,
+        /// A name the page may be reached by besides localhost, 127.0.0.1, [::1] and the
+        /// address bound (repeatable; the port bound unless given). Requests naming any other
+        /// Host are refused.
+        #[arg(long = "allowed-host", value_name = "NAME[:PORT]")]
+        allowed_hosts: Vec<AllowedHost>,
     },
 }
 
@@ -58,7 +63,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("kubectl baton: {error}");
+            // The API server's words may quote what a tenant wrote.
+            eprintln!("kubectl baton: {}", printable(&error.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -80,13 +86,16 @@ async fn run(cli: Cli) -> Result<()> {
             print(&mut out, plugin.approve(name, operation).await?)
         }
         Command::Watch { name } => plugin.watch(name, &mut out).await,
-        Command::Dashboard { address } => {
+        Command::Dashboard { address, allowed_hosts } => {
             drop(plugin);
-            dashboard::serve(client, &namespace, *address, &mut out).await
+            dashboard::serve(client, &namespace, *address, allowed_hosts, &mut out).await
         }
     }
 }
 
+/// Writes an action's line, its control characters escaped: it quotes names and ids read back
+/// from the cluster.
 fn print(out: &mut impl Write, line: String) -> Result<()> {
-    writeln!(out, "{line}").map_err(|source| Error::Io { path: "standard output".into(), source })
+    writeln!(out, "{}", printable(&line))
+        .map_err(|source| Error::Io { path: "standard output".into(), source })
 }

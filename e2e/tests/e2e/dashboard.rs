@@ -1,8 +1,10 @@
 //! `kubectl baton dashboard` end to end: the plugin binary serves the page with a kubeconfig,
 //! headless Chromium (over WebDriver) reads it and clicks its buttons, the operator runs the
 //! rollouts and the test plays the kubelet. What the page does is checked on the Apply itself,
-//! as the plugin's tests check the plugin.
+//! as the plugin's tests check the plugin. The request guard is checked with plain HTTP requests
+//! carrying the headers a rebound page would send.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use baton::crd::{ApplyPhase, Approval, FailurePolicy, OperationPhase};
@@ -12,6 +14,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::support::{
     DEPLOYER, World, app, config_map, create_rollout_failing_until_a_namespace, deployer_rules,
@@ -332,4 +335,100 @@ async fn dashboard_shows_a_fleet_rollout_by_cluster_and_saves_its_screenshot() {
         .await;
     assert_eq!(label, json!("\"Phase: \""), "each cell says its column");
     browser.close().await;
+}
+
+/// One HTTP/1.1 request as a script sends it, with exactly the headers given (`Host` among
+/// them): the status code and the body.
+async fn request(
+    dashboard: &DashboardProcess,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let address: SocketAddr = dashboard
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the dashboard's address");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connecting");
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).await.expect("sending the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("reading the response");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {response}"));
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test]
+async fn dashboard_on_every_address_refuses_a_forged_host_and_a_foreign_origin() {
+    let world = World::new("dash-host").await;
+    let ns = world.ns.name.clone();
+    world
+        .create("first", spec(&ns, FailurePolicy::Halt, 1, vec![("a", config_map("first"))]))
+        .await;
+    world.wait_apply_phase("first", ApplyPhase::Succeeded).await;
+
+    // Every address: where the guard once checked nothing. The page shows one test namespace.
+    let mut dashboard = DashboardProcess::start_with(
+        &cluster().kubeconfig,
+        &ns,
+        &["--address", "0.0.0.0:0", "--allowed-host", "dash.test"],
+    )
+    .await;
+    let port =
+        dashboard.url.trim_end_matches('/').rsplit(':').next().unwrap_or_default().to_owned();
+    let warning = dashboard.next_line().await;
+    assert!(
+        warning.contains("warning") && warning.contains(&format!("dash.test:{port}")),
+        "the warning names the allowed hosts: {warning}"
+    );
+
+    // A page at evil.example whose name now resolves here (DNS rebinding): the browser sends
+    // that name as Host, and as Origin on an action.
+    let forged = format!("evil.example:{port}");
+    let (code, body) = request(&dashboard, "GET", "/", &[("Host", &forged)]).await;
+    assert_eq!(code, 421, "{body}");
+    assert!(body.contains("--allowed-host"), "the refusal says what to do: {body}");
+    let rebound: [(&str, &str); 3] = [
+        ("Host", forged.as_str()),
+        ("Origin", &format!("http://{forged}")),
+        ("X-Baton-Action", "1"),
+    ];
+    let (code, body) = request(&dashboard, "POST", "/applies/first/stop", &rebound).await;
+    assert_eq!(code, 421, "{body}");
+    assert!(!world.apply("first").await.spec.stop, "nothing changed");
+
+    // The name the user allowed is answered; an action from another origin through it is not.
+    let allowed = format!("dash.test:{port}");
+    let (code, body) = request(&dashboard, "GET", "/", &[("Host", &allowed)]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#"data-apply="first""#), "the list: {body}");
+    let foreign: [(&str, &str); 3] = [
+        ("Host", allowed.as_str()),
+        ("Origin", &format!("http://{forged}")),
+        ("X-Baton-Action", "1"),
+    ];
+    let (code, body) = request(&dashboard, "POST", "/applies/first/stop", &foreign).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(!world.apply("first").await.spec.stop, "nothing changed");
+    let own: [(&str, &str); 3] = [
+        ("Host", allowed.as_str()),
+        ("Origin", &format!("http://{allowed}")),
+        ("X-Baton-Action", "1"),
+    ];
+    let (code, body) = request(&dashboard, "POST", "/applies/first/stop", &own).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(world.apply("first").await.spec.stop, "the stop was requested");
+    assert!(dashboard.running());
 }
