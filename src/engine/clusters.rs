@@ -546,16 +546,19 @@ current-context: eu
 
     #[tokio::test]
     async fn every_field_that_runs_reads_or_impersonates_is_refused_by_name() {
-        let marker = std::env::temp_dir().join(format!(
-            "baton-exec-marker-{}-{:?}",
-            std::process::id(),
-            Instant::now()
-        ));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let marker =
+            std::env::temp_dir().join(format!("baton-exec-marker-{}-{nanos}", std::process::id()));
         let marker_path = marker.display().to_string();
+        // A plugin that would work: it leaves the marker and prints a credential. In YAML's
+        // single quotes, `''` is one quote.
+        let credential = r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"t"}}"#;
         let exec = format!(
-            "exec: {{apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, \
-             'touch {marker_path}; echo {{\"apiVersion\":\"client.authentication.k8s.io/v1\",\
-             \"kind\":\"ExecCredential\",\"status\":{{\"token\":\"t\"}}}}']}}"
+            "exec: {{apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, \
+             args: [-c, 'touch {marker_path}; echo ''{credential}''']}}"
         );
         // (the entry and field the message must name, cluster fields, user fields)
         let rows: Vec<(&str, &str, String)> = vec![
@@ -606,12 +609,12 @@ current-context: eu
         for (named, cluster, user) in &rows {
             let text = kubeconfig(cluster, user);
             let refused = clients_from(&text, "shop", "eu", Some("deployer")).await.err();
+            assert!(!marker.exists(), "{named}: the exec plugin ran: {marker_path} exists");
             let message = refused.as_ref().map(|u| u.message.clone()).unwrap_or_default();
             let expected = format!("cluster `eu`: Secret `eu` in `shop`: kubeconfig {named}: ");
             assert!(message.starts_with(&expected), "{named}: refused with `{message}`");
             assert_eq!(refused.map(|u| u.transient), Some(false), "{named}: a permanent refusal");
         }
-        assert!(!marker.exists(), "the exec plugin ran: {marker_path} exists");
 
         // An entry the current context does not use is refused all the same.
         let unused = format!(
