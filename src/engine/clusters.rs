@@ -99,8 +99,8 @@ pub struct Unusable {
     pub transient: bool,
 }
 
-/// A cache that forgets: an entry not used for `idle` is dropped (checked at most every tenth
-/// of `idle`, on access), and when `capacity` entries are held, a new one replaces the least
+/// A cache that forgets: an entry not used for `idle` is never handed out again, and is dropped
+/// by a sweep that runs on access at most every tenth of `idle`; when `capacity` entries are held, a new one replaces the least
 /// recently used. The time is an argument, so tests move it without sleeping.
 #[derive(Debug)]
 pub struct Recent<K, V> {
@@ -116,9 +116,16 @@ impl<K: Eq + Hash + Clone, V> Recent<K, V> {
         Recent { entries: HashMap::new(), idle, capacity: capacity.max(1), swept: None }
     }
 
-    /// The entry `key`, marked used at `now`.
+    /// The entry `key`, marked used at `now`; none if it went unused for `idle`.
     pub fn get(&mut self, key: &K, now: Instant) -> Option<&V> {
         self.sweep(now);
+        let expired = self
+            .entries
+            .get(key)
+            .is_some_and(|(_, used)| now.saturating_duration_since(*used) >= self.idle);
+        if expired {
+            self.entries.remove(key);
+        }
         let (value, used) = self.entries.get_mut(key)?;
         *used = now;
         Some(value)
@@ -697,6 +704,11 @@ current-context: eu
         // Not used for ten minutes, it goes too.
         assert_eq!(cache.get(&"kept", start + 25 * minute), None);
         assert!(cache.is_empty());
+
+        // Between two sweeps, an entry that just reached the bound is not handed out.
+        cache.insert("late", 3, start + 30 * minute);
+        cache.insert("other", 4, start + 39 * minute + 30 * Duration::from_secs(1));
+        assert_eq!(cache.get(&"late", start + 40 * minute), None);
     }
 
     #[test]
