@@ -16,6 +16,7 @@ mod e2e {
     pub mod kstatus;
     pub mod manifests;
     pub mod plugin;
+    pub mod registrations;
     pub mod reliability;
     pub mod scenarios;
     pub mod security;

@@ -12,7 +12,7 @@ pub mod expressions;
 pub mod health;
 pub mod watches;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch,
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
 use kube::{Api, Client, Config};
 
-use self::clusters::{Clusters, Kinds, Place};
+use self::clusters::{Clusters, Kinds, Place, Recent};
 use self::health::ObjectHealth;
 use self::watches::{Known, MANAGED_LABEL, MANAGED_VALUE, WatchKey, Watches};
 use crate::crd::{HealthCheck, InventoryEntry, OperationSpec};
@@ -37,8 +37,9 @@ pub struct Engine {
     config: Config,
     /// The operator's own client, for discovery.
     client: Client,
-    /// One impersonating client per `namespace/serviceaccount`.
-    clients: Mutex<HashMap<String, Client>>,
+    /// One impersonating client per `namespace/serviceaccount`, dropped when unused (see
+    /// [`clusters::CLIENT_IDLE`]): namespaces and accounts come and go while baton runs.
+    clients: Mutex<Recent<String, Client>>,
     /// The management cluster's discovery answers: its kinds rarely change while baton runs.
     kinds: Arc<Kinds>,
     /// Registered clusters' clients and outages.
@@ -136,7 +137,7 @@ impl Engine {
         Engine {
             config,
             client,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(clusters::client_cache()),
             kinds: Arc::default(),
             clusters: Clusters::default(),
             watches,
@@ -210,7 +211,7 @@ impl Engine {
     fn impersonating(&self, namespace: &str, service_account: &str) -> Result<Client, String> {
         let key = format!("{namespace}/{service_account}");
         let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(client) = clients.get(&key) {
+        if let Some(client) = clients.get(&key, Instant::now()) {
             return Ok(client.clone());
         }
         let mut config = self.config.clone();
@@ -219,7 +220,7 @@ impl Engine {
             Some(format!("system:serviceaccount:{namespace}:{service_account}"));
         let client = Client::try_from(config)
             .map_err(|error| format!("building a client for service account `{key}`: {error}"))?;
-        clients.insert(key, client.clone());
+        clients.insert(key, client.clone(), Instant::now());
         Ok(client)
     }
 
