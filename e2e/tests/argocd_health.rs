@@ -33,6 +33,7 @@ fn projected(
             operations_created: false,
             idempotency,
             approvers: Default::default(),
+            foreign: &[],
         },
         &children(statuses),
     );
