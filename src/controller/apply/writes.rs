@@ -254,6 +254,12 @@ async fn replace_status(
             debug!(operation = %name, ?kind, "conflict: another writer moved first");
             Ok(None)
         }
+        // Deleted since it was read (with its Apply or namespace, or by hand): the write lost
+        // to that deletion, and the next pass reads what is left.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            debug!(operation = %name, ?kind, "gone since read");
+            Ok(None)
+        }
         Err(source) => Err(Error::Kube {
             context: format!(
                 "writing the status of operation `{object_name}` in `{}`",
