@@ -497,6 +497,9 @@ async fn a_replica_with_its_clock_a_minute_ahead_steals_no_lease() {
     // Holder changes from one replica to the other, as the API server reported them.
     let mut changes = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     changes.sort_by_key(|(time, _, _)| *time);
+    let ever_held =
+        |identity: &String| changes.iter().any(|(_, _, holder)| holder.as_ref() == Some(identity));
+    let on_time_held = ever_held(&identities[0]);
     let mut last: HashMap<String, String> = HashMap::new();
     let mut handovers = 0;
     for (_, lease, holder) in changes {
@@ -517,9 +520,10 @@ async fn a_replica_with_its_clock_a_minute_ahead_steals_no_lease() {
             .count();
         let writes = status_writes(&replica.log).len();
         // A renewal that lost: someone took the lease from a live holder.
-        let replica_lost = log_lines(&replica.log, &["lease lost", "reason="]);
+        let replica_lost = log_lines(&replica.log, &["baton::lease", "lease lost"]);
         // A holder that could not renew in time let its lease go (a take-over is then due).
-        let replica_lapsed = log_lines(&replica.log, &["lease not renewed in time"]);
+        let replica_lapsed =
+            log_lines(&replica.log, &["baton::lease", "lease not renewed in time"]);
         lost += replica_lost;
         lapsed += replica_lapsed;
         report.push(format!(
@@ -534,8 +538,14 @@ async fn a_replica_with_its_clock_a_minute_ahead_steals_no_lease() {
         report.join("; "),
         twice.len()
     );
-    // The skew took effect: the replica ahead wrote its own wall clock into the Leases it
-    // created, a minute past the API server's.
+    assert!(twice.is_empty(), "steps run twice:\n{}", twice.join("\n"));
+    assert_eq!(lost, 0, "a live holder lost its lease to a take");
+    // A take-over is allowed only after a holder let its lease go (a starved renewal).
+    let steals = usize::try_from(transitions).unwrap_or(usize::MAX).saturating_sub(lapsed);
+    assert_eq!(steals, 0, "{transitions} take-overs, {lapsed} of them after a holder let go");
+    // The run could have shown a steal: the replica on time held leases, and the skew took
+    // effect (the replica ahead wrote its own wall clock, a minute past the API server's, into
+    // the Leases it took).
     let ahead_by = leases
         .iter()
         .filter(|lease| {
@@ -548,15 +558,5 @@ async fn a_replica_with_its_clock_a_minute_ahead_steals_no_lease() {
         })
         .max();
     assert!(ahead_by.is_some_and(|seconds| seconds >= 50), "the clock was not ahead: {ahead_by:?}");
-    assert!(
-        leases.iter().any(|lease| {
-            lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()) == Some(&identities[0])
-        }),
-        "the replica on time held no lease: nothing could be stolen from it"
-    );
-    assert!(twice.is_empty(), "steps run twice:\n{}", twice.join("\n"));
-    assert_eq!(lost, 0, "a live holder lost its lease to a take");
-    // A take-over is allowed only after a holder let its lease go (a starved renewal).
-    let steals = usize::try_from(transitions).unwrap_or(usize::MAX).saturating_sub(lapsed);
-    assert_eq!(steals, 0, "{transitions} take-overs, {lapsed} of them after a holder let go");
+    assert!(on_time_held, "the replica on time held no lease: nothing could be stolen from it");
 }
