@@ -16,12 +16,14 @@ lint:
 
 # The Go-built tools are built (or found in the cache) before the tests start, so their first
 # build never competes with timing-bound end-to-end tests for the CPU. hack/browser.sh installs
-# headless Chromium and chromedriver (the dashboard's browser tests) when they are missing.
+# headless Chromium and chromedriver (the dashboard's browser tests) when they are missing;
+# hack/faketime.sh libfaketime (a replica with its clock ahead, in the reliability suite).
 tools:
 	bash e2e/control-plane/build.sh > /dev/null
 	bash e2e/kstatus/build.sh > /dev/null
 	bash hack/helm.sh version --short
 	bash hack/browser.sh > /dev/null
+	bash hack/faketime.sh > /dev/null
 
 unit-and-e2e: tools
 	cargo test --workspace --all-targets

@@ -8,6 +8,14 @@
 //! own monotonic clock, less a margin. A competitor that read the Lease earlier and believes it
 //! expired cannot take it: its write carries the old `resourceVersion` and loses.
 //!
+//! Whether another replica's lease expired is judged by local observation, as client-go's leader
+//! election does ([`Sightings`]): the version of the Lease this replica saw and when, by its own
+//! monotonic clock, it first saw that version. The lease is taken only when the version has not
+//! changed for the lease's own `leaseDurationSeconds`. The `renewTime` and `acquireTime`
+//! written are informative only: wall clocks are never compared across machines, so a replica
+//! whose clock is ahead or behind neither steals a live lease nor waits out a dead one for
+//! longer than the duration. A Lease without a holder (released) is taken at once.
+//!
 //! A settled Apply's lease is not released but lapses (section 6 allows it): renewals stop and
 //! no write is made. A replica shutting down releases what it holds, conditioned the same way,
 //! so a successor takes over without waiting for the expiry.
@@ -20,7 +28,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -73,12 +81,116 @@ impl LeaseTiming {
 pub enum Acquired {
     /// This replica holds the lease.
     Held,
-    /// Another replica holds it: look again after this long (when it expires unless renewed).
+    /// Another replica holds it: look again after this long (when, by this replica's
+    /// observation, it expires unless renewed; or sooner, see [`LOOK_AGAIN`]).
     Elsewhere(Duration),
 }
 
 /// How soon to look again after a take lost to a write made since the read.
 const TAKE_RACE_RETRY: Duration = Duration::from_millis(500);
+/// A replica waiting on another's lease looks at it again at least this many times per
+/// duration. A dead holder's last version is first seen at the first look after it was written,
+/// and taken one duration later: looking every half duration bounds a take-over to one and a
+/// half durations after the holder's last renewal (a read of a Lease every half duration per
+/// Apply held elsewhere; with the default 15 s lease the controller's own 5 s look is sooner).
+const LOOK_AGAIN: u32 = 2;
+/// How long a sighting of another replica's Lease is kept without being looked at again. An
+/// Apply still waiting on that Lease looks at it every few seconds; one that stopped looking
+/// (it settled elsewhere, or moved on) needs it no more. Forgetting only costs a wait of one
+/// duration should it look again.
+const SIGHTING_KEPT: Duration = Duration::from_secs(600);
+
+/// What this replica makes of a Lease it found held by someone, by its own observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Free to take: released, this replica's own, or unchanged for its whole duration.
+    Take,
+    /// Held by another replica: unchanged for this long more, it may be taken.
+    Wait(Duration),
+}
+
+/// One Lease as this replica saw it: the version and when, by this replica's monotonic clock,
+/// it first saw that version.
+#[derive(Clone, Debug)]
+struct Sighting {
+    version: String,
+    since: Instant,
+    /// The last look (an entry not looked at for [`SIGHTING_KEPT`] is forgotten).
+    looked: Instant,
+}
+
+/// This replica's sightings of Leases held by other replicas, by Apply uid: the expiry
+/// judgement of section 6. Pure: the instant is an argument, no clock is read here.
+///
+/// Bounded: a sighting goes when this replica takes the lease, when the Apply is let go or
+/// disappears (the same calls that end a holding), and when it was not looked at for
+/// [`SIGHTING_KEPT`].
+#[derive(Debug)]
+pub struct Sightings {
+    /// This replica's identity: a Lease it holds by that name is its own.
+    identity: String,
+    /// The duration assumed for a Lease that states none (this replica's own).
+    fallback: Duration,
+    seen: HashMap<String, Sighting>,
+}
+
+impl Sightings {
+    /// No sightings yet, for the replica `identity`.
+    pub fn new(identity: &str, fallback: Duration) -> Self {
+        Sightings { identity: identity.to_owned(), fallback, seen: HashMap::new() }
+    }
+
+    /// Judges `lease`, the Lease of the Apply `uid` as read `now`. A holder is live as long as
+    /// its Lease keeps changing: the same `resourceVersion` for the Lease's own duration since
+    /// this replica first saw it means it stopped renewing. The times written in it are not read.
+    pub fn judge(&mut self, uid: &str, lease: &Lease, now: Instant) -> Verdict {
+        let spec = lease.spec.as_ref();
+        let holder = spec.and_then(|spec| spec.holder_identity.as_deref()).unwrap_or_default();
+        if holder.is_empty() || holder == self.identity {
+            self.seen.remove(uid);
+            return Verdict::Take;
+        }
+        let duration = spec
+            .and_then(|spec| spec.lease_duration_seconds)
+            .and_then(|seconds| u64::try_from(seconds).ok())
+            .filter(|seconds| *seconds > 0)
+            .map_or(self.fallback, Duration::from_secs);
+        let version = lease.metadata.resource_version.as_deref().unwrap_or_default();
+        let sighting = self
+            .seen
+            .entry(uid.to_owned())
+            .and_modify(|sighting| {
+                if sighting.version != version {
+                    sighting.version = version.to_owned();
+                    sighting.since = now;
+                }
+                sighting.looked = now;
+            })
+            .or_insert_with(|| Sighting { version: version.to_owned(), since: now, looked: now });
+        let unchanged = now.saturating_duration_since(sighting.since);
+        match duration.checked_sub(unchanged) {
+            Some(left) if !left.is_zero() => Verdict::Wait(left),
+            _ => Verdict::Take,
+        }
+    }
+
+    /// Forgets the sighting of the Apply `uid`'s Lease.
+    pub fn forget(&mut self, uid: &str) {
+        self.seen.remove(uid);
+    }
+
+    /// Keeps the sightings of Applies that still exist and were looked at lately.
+    pub fn retain(&mut self, exists: impl Fn(&str) -> bool, now: Instant) {
+        self.seen.retain(|uid, sighting| {
+            exists(uid) && now.saturating_duration_since(sighting.looked) < SIGHTING_KEPT
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
 
 /// A lease this replica holds.
 struct Holding {
@@ -101,6 +213,8 @@ struct Shared {
     wake: UnboundedSender<ObjectRef<Apply>>,
     metrics: Arc<Metrics>,
     held: Mutex<HashMap<String, Holding>>,
+    /// What this replica saw of the Leases others hold.
+    sightings: Mutex<Sightings>,
     terms: std::sync::atomic::AtomicU64,
 }
 
@@ -119,10 +233,10 @@ impl ApplyLeases {
         metrics: Arc<Metrics>,
     ) -> Self {
         let held = Mutex::new(HashMap::new());
+        let sightings = Mutex::new(Sightings::new(&identity, timing.duration));
         let terms = std::sync::atomic::AtomicU64::new(0);
-        ApplyLeases {
-            shared: Arc::new(Shared { client, identity, timing, wake, metrics, held, terms }),
-        }
+        let shared = Shared { client, identity, timing, wake, metrics, held, sightings, terms };
+        ApplyLeases { shared: Arc::new(shared) }
     }
 
     /// This replica's identity, written as the lease holder and in claims.
@@ -165,8 +279,9 @@ impl ApplyLeases {
                 }
             }
         };
-        if let Some(left) = shared.held_by_another(&current) {
-            return Ok(Acquired::Elsewhere(left));
+        let verdict = shared.sightings().judge(&uid, &current, Instant::now());
+        if let Verdict::Wait(left) = verdict {
+            return Ok(Acquired::Elsewhere(left.min(shared.timing.duration / LOOK_AGAIN)));
         }
         let sent_take = Instant::now();
         match api.replace(&name, &shared.params(), &shared.taken(current)).await {
@@ -188,6 +303,7 @@ impl ApplyLeases {
         let first = Term { namespace: namespace.clone(), lease: lease.clone(), trusted_until };
         let renewer = tokio::spawn(renew(shared.clone(), uid.clone(), term, apply_ref, first));
         let holding = Holding { namespace, lease, trusted_until, term, renewer };
+        shared.sightings().forget(&uid);
         if let Some(previous) = shared.lock().insert(uid, holding) {
             previous.renewer.abort();
         }
@@ -195,16 +311,19 @@ impl ApplyLeases {
         Acquired::Held
     }
 
-    /// Stops renewing the Apply's lease: it lapses (section 6). No request.
+    /// Stops renewing the Apply's lease: it lapses (section 6). No request. What was seen of
+    /// another holder's Lease is forgotten too: the Apply needs no lease now.
     pub fn lapse(&self, uid: &str) {
+        self.shared.sightings().forget(uid);
         if let Some(holding) = self.shared.lock().remove(uid) {
             holding.renewer.abort();
         }
     }
 
     /// Stops renewing the leases of Applies that no longer exist (deleted without a last
-    /// reconcile here).
+    /// reconcile here), and forgets the sightings of those and of Leases not looked at lately.
     pub fn retain(&self, exists: impl Fn(&str) -> bool) {
+        self.shared.sightings().retain(&exists, Instant::now());
         self.shared.lock().retain(|uid, holding| {
             let keep = exists(uid);
             if !keep {
@@ -244,25 +363,15 @@ impl Shared {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn sightings(&self) -> MutexGuard<'_, Sightings> {
+        self.sightings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn params(&self) -> PostParams {
         PostParams {
             field_manager: Some(format!("baton-lease-{}", self.identity)),
             ..PostParams::default()
         }
-    }
-
-    /// How long another replica still holds `lease` by this replica's clock, if it does.
-    fn held_by_another(&self, lease: &Lease) -> Option<Duration> {
-        let spec = lease.spec.as_ref()?;
-        let holder = spec.holder_identity.as_deref().unwrap_or_default();
-        if holder.is_empty() || holder == self.identity {
-            return None;
-        }
-        let renewed = spec.renew_time.as_ref().map_or(Timestamp::UNIX_EPOCH, |time| time.0);
-        let duration =
-            SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-        let left = (renewed + duration).duration_since(Timestamp::now());
-        (left > SignedDuration::ZERO).then(|| left.unsigned_abs())
     }
 
     /// A new Lease for `apply`, owned by it and held by this replica.
@@ -383,6 +492,7 @@ impl Drop for ApplyLeases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     fn timing() -> LeaseTiming {
         LeaseTiming { duration: Duration::from_secs(15), grace: Duration::from_secs(5) }
@@ -393,5 +503,160 @@ mod tests {
         let timing = timing();
         assert!(timing.renew_after() < timing.trusted_for());
         assert!(timing.trusted_for() < timing.duration);
+    }
+
+    const UID: &str = "apply-uid";
+    const ME: &str = "replica-me";
+    const OTHER: &str = "replica-other";
+    /// The `leaseDurationSeconds` the other replica writes.
+    const WRITTEN: Duration = Duration::from_secs(15);
+
+    /// The Lease as read: held by `holder`, at `version`, renewed at `renewed` by its holder's
+    /// wall clock.
+    fn lease(holder: Option<&str>, version: u64, renewed: Timestamp) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(lease_name(UID)),
+                resource_version: Some(version.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                lease_duration_seconds: Some(15),
+                acquire_time: Some(MicroTime(renewed)),
+                renew_time: Some(MicroTime(renewed)),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// A replica whose own duration differs from the one written, to tell which one counts.
+    fn sightings() -> Sightings {
+        Sightings::new(ME, Duration::from_secs(40))
+    }
+
+    /// Looks at a holder that renews every `every` (its wall clock `skew` away from ours) for
+    /// `looking`, once a second; `true` if it was ever judged free.
+    fn ever_taken_while_renewing(skew: i64, every: Duration, looking: Duration) -> bool {
+        let mut sightings = sightings();
+        let start = Instant::now();
+        let clock = Timestamp::now() + SignedDuration::from_secs(skew);
+        let mut version = 1;
+        let mut renewed_at = Duration::ZERO;
+        let mut at = Duration::ZERO;
+        while at < looking {
+            if at >= renewed_at + every {
+                renewed_at = at;
+                version += 1;
+            }
+            let renewed = clock + SignedDuration::try_from(renewed_at).unwrap_or_default();
+            let verdict = sightings.judge(UID, &lease(Some(OTHER), version, renewed), start + at);
+            if verdict == Verdict::Take {
+                return true;
+            }
+            at += Duration::from_secs(1);
+        }
+        false
+    }
+
+    #[test]
+    fn a_holder_an_hour_ahead_is_never_stolen_from_while_it_renews() {
+        assert!(!ever_taken_while_renewing(
+            3600,
+            Duration::from_secs(10),
+            Duration::from_secs(600)
+        ));
+    }
+
+    #[test]
+    fn a_holder_an_hour_ahead_is_not_waited_on_past_the_duration_once_it_stops() {
+        let mut sightings = sightings();
+        let start = Instant::now();
+        let ahead = Timestamp::now() + SignedDuration::from_hours(1);
+        let dead = lease(Some(OTHER), 7, ahead);
+        assert_eq!(sightings.judge(UID, &dead, start), Verdict::Wait(WRITTEN));
+        let before = start + WRITTEN - Duration::from_millis(1);
+        assert_eq!(sightings.judge(UID, &dead, before), Verdict::Wait(Duration::from_millis(1)));
+        assert_eq!(sightings.judge(UID, &dead, start + WRITTEN), Verdict::Take, "not an hour on");
+    }
+
+    #[test]
+    fn a_holder_an_hour_behind_is_never_stolen_from_while_it_renews() {
+        let every = Duration::from_secs(10);
+        assert!(!ever_taken_while_renewing(-3600, every, Duration::from_secs(600)));
+        // Its first sighting alone, an hour old by its own clock, is no reason to take it.
+        let mut sightings = sightings();
+        let behind = Timestamp::now() - SignedDuration::from_hours(1);
+        let verdict = sightings.judge(UID, &lease(Some(OTHER), 3, behind), Instant::now());
+        assert_eq!(verdict, Verdict::Wait(WRITTEN));
+    }
+
+    #[test]
+    fn a_live_holder_is_never_taken() {
+        assert!(!ever_taken_while_renewing(0, Duration::from_secs(3), Duration::from_secs(3600)));
+        // Renewing just inside its duration, by our clock.
+        let every = WRITTEN - Duration::from_secs(1);
+        assert!(!ever_taken_while_renewing(0, every, Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_within_the_duration_of_first_sight() {
+        let mut sightings = sightings();
+        let start = Instant::now();
+        let dead = lease(Some(OTHER), 9, Timestamp::now());
+        let mut waits = Vec::new();
+        let mut at = Duration::ZERO;
+        let taken_at = loop {
+            match sightings.judge(UID, &dead, start + at) {
+                Verdict::Take => break at,
+                Verdict::Wait(left) => waits.push(at + left),
+            }
+            at += Duration::from_millis(700);
+            assert!(at < Duration::from_secs(60), "never taken");
+        };
+        assert!(taken_at >= WRITTEN, "taken after {taken_at:?}, before its duration");
+        assert!(taken_at < WRITTEN + Duration::from_millis(700), "taken after {taken_at:?}");
+        assert!(waits.iter().all(|expiry| *expiry == WRITTEN), "each wait ends at the expiry");
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once() {
+        let mut sightings = sightings();
+        let now = Instant::now();
+        let released = lease(None, 4, Timestamp::now());
+        assert_eq!(sightings.judge(UID, &released, now), Verdict::Take);
+        let mut blank = lease(Some(""), 5, Timestamp::now());
+        assert_eq!(sightings.judge(UID, &blank, now), Verdict::Take);
+        blank.spec = None;
+        assert_eq!(sightings.judge(UID, &blank, now), Verdict::Take);
+        assert_eq!(sightings.judge(UID, &lease(Some(ME), 6, Timestamp::now()), now), Verdict::Take);
+    }
+
+    #[test]
+    fn a_lease_stating_no_duration_is_waited_on_for_this_replicas_own() {
+        let mut sightings = sightings();
+        let mut unstated = lease(Some(OTHER), 2, Timestamp::now());
+        if let Some(spec) = unstated.spec.as_mut() {
+            spec.lease_duration_seconds = None;
+        }
+        let verdict = sightings.judge(UID, &unstated, Instant::now());
+        assert_eq!(verdict, Verdict::Wait(Duration::from_secs(40)));
+    }
+
+    #[test]
+    fn sightings_are_forgotten_when_the_apply_goes_or_nobody_looks() {
+        let mut sightings = sightings();
+        let start = Instant::now();
+        for uid in ["a", "b", "c"] {
+            sightings.judge(uid, &lease(Some(OTHER), 1, Timestamp::now()), start);
+        }
+        let later = start + SIGHTING_KEPT - Duration::from_secs(1);
+        sightings.judge("b", &lease(Some(OTHER), 1, Timestamp::now()), later);
+        sightings.retain(|uid| uid != "c", later);
+        assert_eq!(sightings.len(), 2, "c is gone");
+        sightings.retain(|_| true, start + SIGHTING_KEPT);
+        assert_eq!(sightings.len(), 1, "a was not looked at for too long; b was");
+        sightings.forget("b");
+        assert_eq!(sightings.len(), 0);
     }
 }

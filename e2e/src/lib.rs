@@ -444,14 +444,34 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra `baton run` flags.
     pub async fn start_with(client: &Client, namespace: &str, extra: &[&str]) -> Operator {
+        Operator::start_with_env(client, namespace, extra, &[]).await
+    }
+
+    /// Like [`Operator::start_with`], with extra environment variables for the process (a
+    /// preloaded library that shifts its wall clock, for one).
+    pub async fn start_with_env(
+        client: &Client,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let lease = TEST_LEASE_SECONDS.to_string();
         let mut args = vec!["--lease-duration-seconds", &lease, "--lease-grace-seconds", "1"];
         args.extend_from_slice(extra);
-        Operator::start_plain(client, namespace, &args).await
+        Operator::spawn(client, namespace, &args, env).await
     }
 
     /// An operator with `baton run`'s own defaults (no test timings) and `args`.
     pub async fn start_plain(client: &Client, namespace: &str, extra: &[&str]) -> Operator {
+        Operator::spawn(client, namespace, extra, &[]).await
+    }
+
+    async fn spawn(
+        client: &Client,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         install_operator_rbac(client).await;
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let logs = repo_root().join("target/e2e-logs");
@@ -469,6 +489,7 @@ impl Operator {
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", LOG_OVERRIDE.get().map_or("info,baton=debug", String::as_str))
             .env_remove("POD_NAME")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("a log handle"))
             .stderr(file)

@@ -1,4 +1,4 @@
-//! The reliability suite: a crash loop and racing replicas, each bounded in count and time, each
+//! The reliability suite: a crash loop, racing replicas and a replica whose clock is ahead, each
 //! printing its figures (the API server outage has a binary of its own, `tests/outage.rs`, since
 //! it takes the API server away from every test running beside it). Workloads roll out on the
 //! cluster's own controllers and kwok; the stuck and failing ones say so in their pod templates.
@@ -413,4 +413,150 @@ async fn racing_replicas_never_double_claim_and_take_over_in_time() {
         slowest < bound + Duration::from_millis(500),
         "take-over took {slowest:?}, bound {bound:?}"
     );
+}
+
+/// libfaketime, as `hack/faketime.sh` reports it (installing it first when missing).
+fn libfaketime() -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/faketime.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running hack/faketime.sh");
+    assert!(output.status.success(), "hack/faketime.sh could not provide libfaketime");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// How many lines of an operator log contain every one of `words`.
+fn log_lines(log: &std::path::Path, words: &[&str]) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().filter(|line| words.iter().all(|word| line.contains(word))).count()
+}
+
+#[tokio::test]
+async fn a_replica_with_its_clock_a_minute_ahead_steals_no_lease() {
+    let world = World::new("skew").await;
+    let ns = world.ns.name.clone();
+    // The wall clock a minute ahead, the monotonic clock left alone (lease expiry is judged on
+    // the monotonic clock; a minute is twenty test lease durations).
+    let library = libfaketime();
+    let skew = [
+        ("LD_PRELOAD", library.as_str()),
+        ("FAKETIME", "+60s"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let ahead = Operator::start_with_env(&world.client, &ns, &[], &skew).await;
+    let replicas = [(&world.operator, "on time"), (&ahead, "a minute ahead")];
+    let mut identities = Vec::new();
+    for (replica, _) in &replicas {
+        identities.push(replica.identity().await);
+    }
+    let history = watch_holders(world.client.clone(), ns.clone());
+    let started = Instant::now();
+    for index in 0..20 {
+        let name = format!("k{index}");
+        let ops = (0..5)
+            .map(|step| {
+                let object = format!("{name}-{step}");
+                let manifest =
+                    if step % 2 == 0 { deployment(&object) } else { config_map(&object) };
+                (["a", "b", "c", "d", "e"][step], manifest)
+            })
+            .collect();
+        world.create(&name, spec(&ns, FailurePolicy::Halt, 1, ops)).await;
+    }
+    let applies = world.applies();
+    for index in 0..20 {
+        let name = format!("k{index}");
+        wait_for(&format!("{name} to succeed"), Duration::from_secs(180), || {
+            let applies = applies.clone();
+            let name = name.clone();
+            async move {
+                let phase = applies.get(&name).await.ok()?.status?.phase;
+                (phase == Some(ApplyPhase::Succeeded)).then_some(())
+            }
+        })
+        .await;
+    }
+    let elapsed = started.elapsed();
+
+    let operations = all_operations(&world.client, &ns).await;
+    let twice = check_single_attempts(&operations);
+    let leases: Vec<Lease> = Api::<Lease>::namespaced(world.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing leases")
+        .items
+        .into_iter()
+        .filter(|lease| {
+            lease.metadata.name.as_deref().is_some_and(|n| n.starts_with("baton-apply-"))
+        })
+        .collect();
+    let transitions: i32 =
+        leases.iter().filter_map(|lease| lease.spec.as_ref()?.lease_transitions).sum();
+    // Holder changes from one replica to the other, as the API server reported them.
+    let mut changes = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    changes.sort_by_key(|(time, _, _)| *time);
+    let ever_held =
+        |identity: &String| changes.iter().any(|(_, _, holder)| holder.as_ref() == Some(identity));
+    let on_time_held = ever_held(&identities[0]);
+    let mut last: HashMap<String, String> = HashMap::new();
+    let mut handovers = 0;
+    for (_, lease, holder) in changes {
+        let Some(holder) = holder else { continue };
+        if last.insert(lease, holder.clone()).is_some_and(|previous| previous != holder) {
+            handovers += 1;
+        }
+    }
+    let mut report = Vec::new();
+    let mut lost = 0;
+    let mut lapsed = 0;
+    for ((replica, clock), identity) in replicas.iter().zip(&identities) {
+        let held = leases
+            .iter()
+            .filter(|lease| {
+                lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()) == Some(identity)
+            })
+            .count();
+        let writes = status_writes(&replica.log).len();
+        // A renewal that lost: someone took the lease from a live holder.
+        let replica_lost = log_lines(&replica.log, &["baton::lease", "lease lost"]);
+        // A holder that could not renew in time let its lease go (a take-over is then due).
+        let replica_lapsed =
+            log_lines(&replica.log, &["baton::lease", "lease not renewed in time"]);
+        lost += replica_lost;
+        lapsed += replica_lapsed;
+        report.push(format!(
+            "{clock}: {held} leases held at the end, {writes} parent status writes, \
+             {replica_lost} leases lost, {replica_lapsed} let go"
+        ));
+    }
+    println!(
+        "skewed replicas: 20 Applies of 5 steps in {:.1}s; lease transitions {transitions}, \
+         hand-overs seen {handovers}; {}; steps run twice: {}",
+        elapsed.as_secs_f64(),
+        report.join("; "),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "steps run twice:\n{}", twice.join("\n"));
+    assert_eq!(lost, 0, "a live holder lost its lease to a take");
+    // A take-over is allowed only after a holder let its lease go (a starved renewal).
+    let steals = usize::try_from(transitions).unwrap_or(usize::MAX).saturating_sub(lapsed);
+    assert_eq!(steals, 0, "{transitions} take-overs, {lapsed} of them after a holder let go");
+    // The run could have shown a steal: the replica on time held leases, and the skew took
+    // effect (the replica ahead wrote its own wall clock, a minute past the API server's, into
+    // the Leases it took).
+    let ahead_by = leases
+        .iter()
+        .filter(|lease| {
+            lease.spec.as_ref().and_then(|s| s.holder_identity.as_ref()) == Some(&identities[1])
+        })
+        .filter_map(|lease| {
+            let acquired = lease.spec.as_ref()?.acquire_time.as_ref()?.0;
+            let created = lease.metadata.creation_timestamp.as_ref()?.0;
+            Some(acquired.duration_since(created).as_secs())
+        })
+        .max();
+    assert!(ahead_by.is_some_and(|seconds| seconds >= 50), "the clock was not ahead: {ahead_by:?}");
+    assert!(on_time_held, "the replica on time held no lease: nothing could be stolen from it");
 }

@@ -1,6 +1,14 @@
 //! The publish step: the parent status projected from the Operations as this pass left them
 //! (`lifecycle::project`), written with server-side apply on `/status` while the lease is
 //! still held, at the pace `lifecycle::status_write` sets.
+//!
+//! The write is fenced: it carries the last version of the Apply this pass read or wrote as a
+//! `resourceVersion` precondition, so a write begun under the lease loses, rather than
+//! overwrites, once anyone else wrote the Apply (a replica that took the lease over and wrote
+//! its own status). A lost write is not an error: the pass ends and the Apply is looked at
+//! again from its newer version. The precondition also loses to a user's change of the Apply
+//! made during the pass (a stop, an approval), which is wanted: that change wakes the Apply at
+//! once, and the status this pass projected was from the spec before it.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -11,7 +19,7 @@ use kube::{Api, Resource};
 use tracing::info;
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, may_write};
+use super::{Context, LEASE_RETRY, RETRY_SOON, may_write};
 use crate::crd::{Apply, ApplyStatus};
 use crate::engine::FIELD_MANAGER;
 use crate::lifecycle::{
@@ -48,7 +56,10 @@ pub(super) async fn publish(
                 info!("lease lost before the status write; not writing");
                 return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
             }
-            write(snapshot, &status, context).await?;
+            if !write(snapshot, &status, context).await? {
+                info!("the Apply changed since it was read; the status write lost");
+                return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+            }
             context.status_writes.written(&snapshot.uid, snapshot.versions.clone());
             // Read by the racing-replicas suite to check that only lease holders write.
             info!(holder = context.leases.identity(), phase = ?status.phase, "parent status written");
@@ -57,19 +68,32 @@ pub(super) async fn publish(
     Ok(ControlFlow::Continue(Published { status, held_back }))
 }
 
-async fn write(snapshot: &Snapshot<'_>, status: &ApplyStatus, context: &Context) -> Result<()> {
+/// Writes `status`, conditioned on the last version of the Apply the pass knows; `false` when
+/// the write lost to a newer version.
+async fn write(snapshot: &Snapshot<'_>, status: &ApplyStatus, context: &Context) -> Result<bool> {
     let name = snapshot.name();
     let api: Api<Apply> = Api::namespaced(context.client.clone(), &snapshot.namespace);
-    let body = serde_json::json!({
+    let body = body(snapshot.versions.last().map(String::as_str), status);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(refusal)) if refusal.code == 409 => Ok(false),
+        Err(source) => {
+            Err(Error::Kube { context: format!("writing the status of Apply `{name}`"), source })
+        }
+    }
+}
+
+/// The server-side apply body of a status write: in it, `metadata.resourceVersion` is a
+/// precondition (a 409 when the Apply is at another version), not a field to own.
+fn body(version: Option<&str>, status: &ApplyStatus) -> serde_json::Value {
+    let mut body = serde_json::json!({
         "apiVersion": Apply::api_version(&()),
         "kind": Apply::kind(&()),
         "status": status,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("writing the status of Apply `{name}`"),
-            source,
-        })?;
-    Ok(())
+    if let Some(version) = version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": version });
+    }
+    body
 }

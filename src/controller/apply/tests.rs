@@ -41,6 +41,8 @@ struct FakeApi {
     version: u64,
     /// A competitor writes the Lease right after every read of it (a renewal racing a take).
     lease_written_after_read: bool,
+    /// The body of every patch that went through, by path.
+    patches: Vec<(String, Value)>,
 }
 
 impl FakeApi {
@@ -85,7 +87,16 @@ impl FakeApi {
                 }
             }
             ("PATCH", Some(patch)) => match self.objects.get(&object_path).cloned() {
+                // A version in the body is a precondition, as the API server makes it.
+                Some(object)
+                    if patch["metadata"]["resourceVersion"].is_string()
+                        && patch["metadata"]["resourceVersion"]
+                            != object["metadata"]["resourceVersion"] =>
+                {
+                    (StatusCode::CONFLICT, status(409, "Conflict"))
+                }
                 Some(mut object) => {
+                    self.patches.push((path.to_owned(), patch.clone()));
                     merge(&mut object, &patch);
                     (StatusCode::OK, self.store(&object_path, object, None))
                 }
@@ -457,4 +468,46 @@ async fn an_apply_driven_before_reads_its_lease_instead_of_creating_it() {
     assert_eq!(held, crate::lease::Acquired::Held);
     let lease = format!("{LEASES}/{}", lease_name(UID));
     assert_eq!(lease_requests(&api), [format!("GET {lease}"), format!("PUT {lease}")]);
+}
+
+#[tokio::test]
+async fn a_status_write_carries_the_version_the_pass_read() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let Harness { context, mut cache, _woken } = harness(api.clone());
+    let apply = about_to_settle(&api, &mut cache, &context);
+
+    reconcile(Arc::new(apply), context).await.expect("the pass succeeds");
+
+    let fake = lock(&api);
+    let status = format!("{APPLY}/status");
+    let bodies: Vec<&Value> =
+        fake.patches.iter().filter(|(path, _)| *path == status).map(|(_, body)| body).collect();
+    assert_eq!(bodies.len(), 1, "one status write: {:#?}", fake.requests);
+    assert_eq!(bodies[0]["metadata"]["resourceVersion"], "1", "the version read: {:#?}", bodies[0]);
+}
+
+#[tokio::test]
+async fn a_status_write_loses_to_a_write_made_since_the_read_and_looks_again_soon() {
+    let api = Arc::new(Mutex::new(FakeApi::default()));
+    let Harness { context, mut cache, _woken } = harness(api.clone());
+    let apply = about_to_settle(&api, &mut cache, &context);
+    let theirs = json!({"phase": "Running", "message": "written by the replica that took over"});
+    {
+        // Another replica took the lease over and wrote the status since this pass read it.
+        let mut fake = lock(&api);
+        let mut current = fake.objects[APPLY].clone();
+        current["status"] = theirs.clone();
+        fake.version = 100;
+        fake.store(APPLY, current, None);
+    }
+
+    let action =
+        reconcile(Arc::new(apply), context.clone()).await.expect("a lost write is no error");
+
+    let fake = lock(&api);
+    assert_eq!(fake.objects[APPLY]["status"], theirs, "their status stands");
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_millis(200)));
+    let writes = fake.pass().iter().filter(|r| **r == format!("PATCH {APPLY}/status")).count();
+    assert_eq!(writes, 1, "one write, which lost: {:#?}", fake.requests);
+    assert_eq!(context.status_writes.since(UID), None, "a lost write is not remembered as made");
 }
