@@ -45,8 +45,9 @@ const STALE_RETRY: Duration = Duration::from_secs(2);
 const PASS_BUDGET: Duration = Duration::from_secs(1);
 /// How soon to look again when the lease is held elsewhere and no wake-up comes.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
-/// How long after another holder's lease expires by the local clock to look at it again.
-const LEASE_SKEW: Duration = Duration::from_millis(100);
+/// How long after another holder's lease would expire, by this replica's own observation, to
+/// look at it again.
+const LEASE_MARGIN: Duration = Duration::from_millis(100);
 /// How soon to look again while another Apply holds the idempotency key.
 const KEY_RETRY: Duration = Duration::from_secs(2);
 /// How soon to look again at an Apply that waits for nothing.
@@ -113,8 +114,9 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
         debug!(?left, "lease held elsewhere; waiting");
         // The holder watches what its runs wait on.
         context.engine.watches().forget(&snapshot.uid);
-        // Look again as it expires unless renewed (a moment after, for the clocks).
-        return Ok(Action::requeue((left + LEASE_SKEW).min(LEASE_RETRY)));
+        // Look again as it would expire unless renewed (a moment after, so the version seen
+        // has stood for the whole duration).
+        return Ok(Action::requeue((left + LEASE_MARGIN).min(LEASE_RETRY)));
     }
     step!(key::take(&mut snapshot, &key_write, context).await?);
     timings.mark("read");
@@ -146,7 +148,17 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
         observed.health = again.health;
     };
     timings.mark("written");
-    let published = step!(status::publish(&snapshot, context).await?);
+    let published = match status::publish(&snapshot, context).await? {
+        ControlFlow::Continue(published) => published,
+        ControlFlow::Break(action) => {
+            // The Operation writes went through, so their Events are recorded; the Apply's own
+            // (a stop, an end) follow the status, which the next pass projects again.
+            let written: Vec<_> =
+                notes.into_iter().filter(|note| note.operation().is_some()).collect();
+            events::publish_all(apply, &written, context);
+            return Ok(action);
+        }
+    };
     timings.mark("projected");
     events::publish_all(apply, &notes, context);
     timings.mark("recorded");

@@ -19,7 +19,7 @@ use kube::{Api, Resource};
 use tracing::info;
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, RETRY_SOON, may_write};
+use super::{Context, LEASE_RETRY, lost_write, may_write};
 use crate::crd::{Apply, ApplyStatus};
 use crate::engine::FIELD_MANAGER;
 use crate::lifecycle::{
@@ -58,7 +58,7 @@ pub(super) async fn publish(
             }
             if !write(snapshot, &status, context).await? {
                 info!("the Apply changed since it was read; the status write lost");
-                return Ok(ControlFlow::Break(Action::requeue(RETRY_SOON)));
+                return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
             }
             context.status_writes.written(&snapshot.uid, snapshot.versions.clone());
             // Read by the racing-replicas suite to check that only lease holders write.
