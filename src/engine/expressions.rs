@@ -125,6 +125,25 @@ pub fn evaluate(check: &HealthCheck, object: &Value) -> Result<ObjectHealth, Str
     on_large_stack(|| evaluate_here(check, object))
 }
 
+/// [`evaluate`] on a thread of its own, awaited: the caller's thread (an async runtime's
+/// worker) stays free for other work meanwhile, and dropping the future lets the evaluation
+/// finish alone, within its budget.
+pub async fn evaluate_apart(
+    check: HealthCheck,
+    object: Arc<Value>,
+) -> Result<ObjectHealth, String> {
+    let (send, receive) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("health-check".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || {
+            // Nobody to tell when the pass that asked is gone.
+            let _ = send.send(evaluate_here(&check, &object));
+        })
+        .map_err(|error| format!("a health check cannot start: {error}"))?;
+    receive.await.unwrap_or_else(|_| Err("a health check's evaluation failed".to_owned()))
+}
+
 /// Runs `work` on a thread of its own with a stack of [`STACK_BYTES`], and waits for it: the
 /// parser recurses once per link of an operator chain before any bound can be checked, and a
 /// stack overflow aborts the process.
@@ -864,6 +883,15 @@ mod tests {
         );
         let small = format!("{}.all(a, {}.all(b, a + b >= 0))", literal_list(50), literal_list(50));
         assert_eq!(timed(&small, &widget(json!({}))).0, Ok(ObjectHealth::Current));
+    }
+
+    #[tokio::test]
+    async fn an_evaluation_apart_answers_the_same() {
+        let object = Arc::new(widget(json!({})));
+        let outcome = evaluate_apart(current(&bomb()), object.clone()).await;
+        assert!(over_budget(&outcome), "{outcome:?}");
+        let outcome = evaluate_apart(widget_check(), object).await;
+        assert!(matches!(outcome, Ok(ObjectHealth::InProgress(_))), "{outcome:?}");
     }
 
     #[test]
