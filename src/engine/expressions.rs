@@ -39,7 +39,9 @@
 //!
 //! Runtime counting rather than a static estimate: the sizes that matter are the object's, known
 //! only when it is read, and a static bound over a 1.5 MiB object would refuse ordinary
-//! nested loops over small lists. The counter cannot be escaped: CEL has no other loop or
+//! nested loops over small lists. A rewrite of the parsed tree rather than a patched copy of
+//! the crate: the tree and the evaluation of a tree are public, so the crate stays as it is
+//! published, and the counter lives beside the bounds it enforces. The counter cannot be escaped: CEL has no other loop or
 //! recursion, and `@`-names (the counter's functions, the comprehensions' accumulators) cannot
 //! be written in CEL source. An error the counter raises may be absorbed by CEL's logic
 //! (`error || true` is true), but every later charge fails at once without work, and an
@@ -47,7 +49,9 @@
 //! step of the interpreter: 60 ns in a release build, 1.3 µs in an unoptimized one.
 //!
 //! Over budget is the expression's answer for this object, not an error of the check: it fails
-//! the operation `Unhealthy`, naming the expression and the budget (SPEC section 8).
+//! the operation `Unhealthy`, naming the expression and the budget (SPEC section 8). The engine
+//! awaits an evaluation run on a thread of its own ([`evaluate_apart`]), so the async runtime's
+//! workers (and a shutdown's timers) never wait on one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,9 +70,10 @@ use crate::crd::HealthCheck;
 
 /// The most one evaluation of one expression may cost, in units (see the module's header):
 /// about 6 ms of a release build (140 ms of an unoptimized one), and at most 100,000 copied
-/// values or 1.6 MB of copied strings. Kubernetes gives an admission rule 1,000,000 units of its coarser measure, once
-/// per write; a health expression runs on every change of the object it reads, so it gets a
-/// tenth: three times what `filter` and `all` spend over 1,000 conditions of six fields.
+/// values or 1.6 MB of copied strings. Kubernetes gives an admission rule 1,000,000 units of
+/// its coarser measure, once per write; a health expression runs on every change of the object
+/// it reads, so it gets a tenth: three times what `filter` and `all` spend over 1,000
+/// conditions of six fields.
 pub const COST_BUDGET: u64 = 100_000;
 /// The longest expression accepted, in bytes: about thirty lines, ten times the longest of
 /// Flux's examples.
