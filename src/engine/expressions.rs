@@ -75,9 +75,9 @@ use crate::crd::HealthCheck;
 /// it reads, so it gets a tenth: three times what `filter` and `all` spend over 1,000
 /// conditions of six fields.
 pub const COST_BUDGET: u64 = 100_000;
-/// The longest expression accepted, in bytes: about thirty lines, ten times the longest of
-/// Flux's examples.
-pub const MAX_EXPRESSION_BYTES: usize = 4_096;
+/// The longest expression accepted, in bytes: the CRD's 2,048 characters at four bytes each
+/// (the operator does not count on admission for its own safety).
+pub const MAX_EXPRESSION_BYTES: usize = 8_192;
 /// The most brackets (`(`, `[`, `{`) an expression may have open at once, counted before it is
 /// parsed, strings included.
 pub const MAX_NESTING: usize = 32;
@@ -88,7 +88,7 @@ pub const MAX_NODES: usize = 4_096;
 /// The largest compiled program of a `matches` pattern, in bytes.
 pub const MAX_REGEX_BYTES: usize = 256 * 1024;
 /// The stack an expression is parsed and evaluated on: a chain of [`MAX_EXPRESSION_BYTES`]
-/// / 2 operators parses with about 2.5 MiB of an unoptimized build's stack.
+/// / 2 operators parses with about 5 MiB of an unoptimized build's stack.
 const STACK_BYTES: usize = 16 * 1024 * 1024;
 /// The bytes of a string that cost one unit.
 pub const STRING_BYTES_PER_UNIT: u64 = 16;
@@ -973,17 +973,17 @@ mod tests {
     fn deep_or_long_expressions_are_refused_before_they_are_parsed() {
         let parentheses = format!("{}true{}", "(".repeat(2_000), ")".repeat(2_000));
         let brackets = format!("{}1{} == 1", "[".repeat(1_000), "]".repeat(1_000));
-        let chain = vec!["1"; 2_000].join("+") + " > 0";
-        let selects = format!("has(self{})", ".a".repeat(2_000));
+        let chain = vec!["1"; 4_000].join("+") + " > 0";
+        let selects = format!("has(self{})", ".a".repeat(4_000));
         let negations = format!("{}true", "!".repeat(4_000));
         let minus = format!("{}1 > 0", "-".repeat(4_000));
-        let long = format!("self.status.phase == '{}'", "x".repeat(5_000));
+        let long = format!("self.status.phase == '{}'", "x".repeat(9_000));
         for (what, source, bound) in [
             ("parentheses", parentheses, "brackets deep"),
             ("brackets", brackets, "brackets deep"),
             ("an operator chain", chain, "levels deep"),
             ("a select chain", selects, "levels deep"),
-            ("a long expression", long, "4096 allowed"),
+            ("a long expression", long, "8192 allowed"),
         ] {
             let check = current(&source);
             let error = compile(&check).err().unwrap_or_default();
