@@ -93,7 +93,11 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|source| Error::Io { path: "the async runtime".into(), source })?;
-    runtime.block_on(baton::controller::run(settings))
+    let outcome = runtime.block_on(baton::controller::run(settings));
+    // Whatever is still running in the background (watches, lease renewals, Events, passes
+    // dropped at the grace) does not hold the exit.
+    runtime.shutdown_background();
+    outcome
 }
 
 fn print_crds(out_dir: Option<PathBuf>) -> Result<()> {

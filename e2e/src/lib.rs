@@ -503,6 +503,21 @@ impl Operator {
         self.child.id()
     }
 
+    /// SIGTERM, as Kubernetes stops a pod: how long the process took to exit, or `None` when it
+    /// still ran after `within` (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<Duration> {
+        let sent = std::time::Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        while sent.elapsed() < within {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(sent.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        None
+    }
+
     /// SIGKILL: no cleanup, no lease release, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

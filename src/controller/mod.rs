@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -159,18 +159,57 @@ pub async fn run(settings: Settings) -> Result<()> {
     sweep_watches(context.clone());
     report_ready(controller.store(), ready);
     tracing::info!(identity = %settings.identity, namespace = ?settings.namespace, "baton operator starting");
-    controller
-        .shutdown_on_signal()
+    let stop = stop_signal().boxed().shared();
+    let passes = controller
+        .graceful_shutdown_on(stop.clone())
         .run(apply::reconcile, error_policy, context.clone())
         .for_each(|outcome| {
             log_controller_outcome(outcome);
             futures::future::ready(())
-        })
-        .await;
-    // Released, not left to lapse, so a successor need not wait for the expiry.
-    context.leases.release_all().await;
+        });
+    tokio::pin!(passes);
+    let stopping = tokio::select! {
+        () = &mut passes => None,
+        () = stop => Some(tokio::time::Instant::now()),
+    };
+    // A shutdown ends within the lease grace: the passes in flight get half of it to finish
+    // (no new one starts), and are dropped at their next await after that; releasing the
+    // leases gets the rest.
+    let grace = settings.lease.grace;
+    if let Some(since) = stopping {
+        if tokio::time::timeout(grace / 2, &mut passes).await.is_err() {
+            tracing::warn!(grace = ?grace / 2, "passes still running at shutdown; dropping them");
+        }
+        // Released, not left to lapse, so a successor need not wait for the expiry.
+        let left = grace.saturating_sub(since.elapsed());
+        if tokio::time::timeout(left, context.leases.release_all()).await.is_err() {
+            tracing::warn!("leases not all released within the grace; they will lapse");
+        }
+    } else {
+        context.leases.release_all().await;
+    }
     tracing::info!("baton operator stopped");
     Ok(())
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("stopping");
 }
 
 /// The Applies and Operations the operator watches: of one namespace, or all.

@@ -495,7 +495,7 @@ impl Engine {
                 ));
                 continue;
             };
-            match judge(target.health_checks, entry, &object) {
+            match judge(target.health_checks, entry, &object).await {
                 Ok(ObjectHealth::Current) => {}
                 Ok(ObjectHealth::InProgress(message)) => {
                     waiting.push(format!("waiting for {on}: {message}{stalled}"));
@@ -621,15 +621,16 @@ impl Engine {
     }
 }
 
-/// The health of `object` by the Apply's health check for its kind, else by kstatus's rules.
-/// An error is a health check that cannot be evaluated.
-fn judge(
+/// The health of `object` by the Apply's health check for its kind (evaluated off the async
+/// runtime's threads, within its cost budget), else by kstatus's rules. An error is a health
+/// check that cannot be evaluated; one over its budget is a failed object (SPEC section 8).
+async fn judge(
     checks: &[HealthCheck],
     entry: &InventoryEntry,
-    object: &serde_json::Value,
+    object: &Arc<serde_json::Value>,
 ) -> Result<ObjectHealth, String> {
     match expressions::find(checks, &entry.api_version, &entry.kind) {
-        Some(check) => expressions::evaluate(check, object),
+        Some(check) => expressions::evaluate_apart(check.clone(), object.clone()).await,
         None => Ok(health::health(object)),
     }
 }

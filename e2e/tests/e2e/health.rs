@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::support::{DEPLOYER, PATIENCE, World, app, held_deployment, spec};
+use super::support::{DEPLOYER, PATIENCE, World, app, config_map, held_deployment, spec};
 
 /// Far below the safety re-read (60 s): seeing a change within this long needs a watch.
 const PROMPTLY: Duration = Duration::from_secs(10);
@@ -272,4 +272,91 @@ async fn health_checks_are_immutable() {
         .map(|error| error.to_string())
         .unwrap_or_default();
     assert!(refused.contains("spec.healthChecks is immutable"), "{refused}");
+}
+
+/// Six nested `all` over 50-element lists: 1.5e10 steps if nothing stops them.
+fn nested_loop_bomb() -> String {
+    let list = format!("[{}]", (1..=50).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    let mut body = "a + b + c + d + e + f > 0".to_owned();
+    for var in ["f", "e", "d", "c", "b", "a"] {
+        body = format!("{list}.all({var}, {body})");
+    }
+    body
+}
+
+/// An Apply of one Widget read by the bomb.
+fn bomb_spec(ns: &str, name: &str) -> baton::crd::ApplySpec {
+    let mut bomb = spec(ns, FailurePolicy::Halt, 1, vec![("a", widget(name))]);
+    bomb.health_checks = vec![HealthCheck {
+        current: nested_loop_bomb(),
+        failed: None,
+        in_progress: None,
+        ..widget_check()
+    }];
+    bomb
+}
+
+/// How long the Apply `name` of one ConfigMap takes from its creation to `Succeeded`.
+async fn plain_apply(world: &World, name: &str) -> Duration {
+    let started = Instant::now();
+    world
+        .create(name, spec(&world.ns.name, FailurePolicy::Halt, 1, vec![("a", config_map(name))]))
+        .await;
+    world.wait_apply_phase(name, ApplyPhase::Succeeded).await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_health_expression_over_its_budget_fails_unhealthy_holding_up_no_one() {
+    let world = World::new("cel-bomb").await;
+    let ns = world.ns.name.clone();
+    install_widgets(&world).await;
+    let alone = plain_apply(&world, "alone").await;
+
+    let started = Instant::now();
+    world.create("bomb", bomb_spec(&ns, "bomb")).await;
+    let (beside, apply) = tokio::join!(
+        plain_apply(&world, "beside"),
+        world.wait_apply_phase("bomb", ApplyPhase::Failed)
+    );
+    let failed = started.elapsed();
+    let error = apply.status.and_then(|s| s.error).expect("status.error");
+    assert_eq!(error.reason, "Unhealthy", "{}", error.message);
+    for part in [
+        format!("Widget `bomb` in `{ns}`"),
+        format!("health check for {GROUP}/v1 Widget: current expression `[1, 2, 3"),
+        "exceeds the cost budget of 100000 units".to_owned(),
+    ] {
+        assert!(error.message.contains(&part), "`{part}` in {}", error.message);
+    }
+    assert!(failed < PROMPTLY, "the bomb failed after {failed:?}");
+    // "About the time it takes alone": what one pass more costs, not what a pinned worker would.
+    assert!(
+        beside < alone * 2 + Duration::from_secs(2),
+        "alone {alone:?}, beside the bomb {beside:?}"
+    );
+    println!(
+        "bomb failed Unhealthy {:.2}s after its creation; a plain Apply took {:.2}s alone, {:.2}s beside it",
+        failed.as_secs_f64(),
+        alone.as_secs_f64(),
+        beside.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_with_a_bomb_running_ends_within_the_lease_grace() {
+    let mut world = World::new("cel-stop").await;
+    let ns = world.ns.name.clone();
+    install_widgets(&world).await;
+    // Several, so that evaluations are in flight when the signal comes.
+    for bomb in ["bomb-1", "bomb-2", "bomb-3", "bomb-4", "bomb-5", "bomb-6"] {
+        world.create(bomb, bomb_spec(&ns, bomb)).await;
+    }
+    world.wait_operation_phase("bomb-1", "a", OperationPhase::Running).await;
+    // The test operator's grace (`--lease-grace-seconds 1`), and what a process takes to go.
+    let grace = Duration::from_secs(1);
+    let took = world.operator.terminate(grace * 10);
+    println!("SIGTERM with the bomb running: exited after {took:?}");
+    let took = took.expect("the operator still ran 10 s after SIGTERM");
+    assert!(took < grace + Duration::from_millis(500), "exited {took:?} after SIGTERM");
 }
