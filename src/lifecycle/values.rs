@@ -55,9 +55,9 @@ pub enum ValuesError {
     },
     /// The expansion outgrew [`MAX_EXPANDED_BYTES`].
     #[error(
-        "manifest #{manifest}: the manifests expanded with the operation's values exceed \
-         {limit} bytes (the API server stores objects of at most 1.5 MiB): use shorter values \
-         or fewer variables, or split the manifests over several operations"
+        "manifest #{manifest}: the operation's manifests, with its values filled in, exceed \
+         {limit} bytes (an Operation must fit in the API server's 1.5 MiB beside its status): \
+         use shorter values or fewer variables, or split the manifests over several operations"
     )]
     TooLarge {
         /// Position of the manifest being expanded when the limit was passed.
