@@ -82,6 +82,22 @@ pub struct Place {
 }
 
 impl Place {
+    /// The shared watch of `kind` objects in `namespace` (cluster-wide for `None`) here.
+    pub fn watch_key(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> super::watches::WatchKey {
+        super::watches::WatchKey {
+            identity: self.identity.clone(),
+            cluster: self.cluster.clone(),
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: namespace.map(str::to_owned),
+        }
+    }
+
     /// `cluster `eu`: ` before a message about a registered cluster, nothing otherwise.
     pub fn prefix(&self) -> String {
         self.cluster.as_ref().map(|cluster| format!("cluster `{cluster}`: ")).unwrap_or_default()

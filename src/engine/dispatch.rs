@@ -72,82 +72,83 @@ impl Engine {
         place: &Place,
         inventory: &mut Vec<InventoryEntry>,
     ) -> Result<(), Failure> {
-        let client = &place.client;
-        let namespace = &target.operation.target.namespace;
         for (position, manifest) in target.operation.manifests.iter().enumerate() {
-            let mut object: DynamicObject =
-                serde_json::from_value(manifest.clone()).map_err(|error| {
-                    format!("manifest #{position} is not a Kubernetes object: {error}")
-                })?;
-            let types = object
-                .types
-                .clone()
-                .ok_or_else(|| format!("manifest #{position} has no apiVersion or kind"))?;
-            let gvk = GroupVersionKind::try_from(&types)
-                .map_err(|error| format!("manifest #{position}: {error}"))?;
-            let name =
-                object.metadata.name.clone().ok_or_else(|| {
-                    format!("{} manifest #{position} has no metadata.name", gvk.kind)
-                })?;
-            let (resource, capabilities) = self.resolve(place, &gvk).await?;
-            // The label baton's watches select on (see `watches`).
-            object
-                .metadata
-                .labels
-                .get_or_insert_with(Default::default)
-                .insert(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned());
-            let api: Api<DynamicObject> = match capabilities.scope {
-                Scope::Namespaced => {
-                    if let Some(other) =
-                        object.metadata.namespace.as_deref().filter(|ns| ns != namespace)
-                    {
-                        return Err(format!(
-                            "{} `{name}` sets namespace `{other}`, but the operation's target is `{namespace}`",
-                            gvk.kind
-                        )
-                        .into());
-                    }
-                    object.metadata.namespace = Some(namespace.clone());
-                    Api::namespaced_with(client.clone(), namespace, &resource)
-                }
-                Scope::Cluster => {
-                    object.metadata.namespace = None;
-                    Api::all_with(client.clone(), &resource)
-                }
-            };
-            let applied = api
-                .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&object))
-                .await
-                .map_err(|error| Failure {
-                    message: describe_api_error(
-                        &gvk.kind,
-                        &name,
-                        object.metadata.namespace.as_deref(),
-                        &error,
-                    ),
-                    transient: transient(&error),
-                })?;
-            // What the apply returned is newer than anything a watch said before it: a health
-            // check must not read the object's state from before this run (a Deployment
-            // rolled out by the previous change would pass for this one).
-            let key = WatchKey {
-                identity: place.identity.clone(),
-                cluster: place.cluster.clone(),
-                api_version: types.api_version.clone(),
-                kind: gvk.kind.clone(),
-                namespace: object.metadata.namespace.clone(),
-            };
-            if let Some(value) = watches::to_value(&key, applied) {
-                self.remember(&key, &name, Some(value));
-            }
-            inventory.push(InventoryEntry {
-                api_version: types.api_version,
-                kind: gvk.kind.clone(),
-                namespace: object.metadata.namespace.clone(),
-                name,
-                cluster: place.cluster.clone(),
-            });
+            inventory.push(self.apply_one(target, place, position, manifest).await?);
         }
         Ok(())
+    }
+
+    /// Server-side applies manifest #`position` where the run applies and says what it applied.
+    async fn apply_one(
+        &self,
+        target: &RunTarget<'_>,
+        place: &Place,
+        position: usize,
+        manifest: &serde_json::Value,
+    ) -> Result<InventoryEntry, Failure> {
+        let namespace = &target.operation.target.namespace;
+        let mut object: DynamicObject = serde_json::from_value(manifest.clone())
+            .map_err(|error| format!("manifest #{position} is not a Kubernetes object: {error}"))?;
+        let types = object
+            .types
+            .clone()
+            .ok_or_else(|| format!("manifest #{position} has no apiVersion or kind"))?;
+        let gvk = GroupVersionKind::try_from(&types)
+            .map_err(|error| format!("manifest #{position}: {error}"))?;
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| format!("{} manifest #{position} has no metadata.name", gvk.kind))?;
+        let (resource, capabilities) = self.resolve(place, &gvk).await?;
+        // The label baton's watches select on (see `watches`).
+        object
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(MANAGED_LABEL.to_owned(), MANAGED_VALUE.to_owned());
+        object.metadata.namespace = match capabilities.scope {
+            Scope::Namespaced => {
+                if let Some(other) =
+                    object.metadata.namespace.as_deref().filter(|ns| ns != namespace)
+                {
+                    return Err(format!(
+                        "{} `{name}` sets namespace `{other}`, but the operation's target is `{namespace}`",
+                        gvk.kind
+                    )
+                    .into());
+                }
+                Some(namespace.clone())
+            }
+            Scope::Cluster => None,
+        };
+        let api = objects_in(&place.client, object.metadata.namespace.as_deref(), &resource);
+        let applied = api
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&object))
+            .await
+            .map_err(|error| Failure {
+                message: describe_api_error(
+                    &gvk.kind,
+                    &name,
+                    object.metadata.namespace.as_deref(),
+                    &error,
+                ),
+                transient: transient(&error),
+            })?;
+        // What the apply returned is newer than anything a watch said before it: a health
+        // check must not read the object's state from before this run (a Deployment rolled out
+        // by the previous change would pass for this one).
+        let key =
+            place.watch_key(&types.api_version, &gvk.kind, object.metadata.namespace.as_deref());
+        if let Some(value) = watches::to_value(&key, applied) {
+            self.remember(&key, &name, Some(value));
+        }
+        Ok(InventoryEntry {
+            api_version: types.api_version,
+            kind: gvk.kind,
+            namespace: object.metadata.namespace,
+            name,
+            cluster: place.cluster.clone(),
+        })
     }
 }

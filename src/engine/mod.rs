@@ -24,11 +24,11 @@ use k8s_openapi::jiff::Timestamp;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, Scope, pinned_kind};
-use kube::{Api, Client, Config};
+use kube::{Client, Config};
 
 use self::clusters::{Clusters, Kinds, Place, Recent};
 use self::health::ObjectHealth;
-use self::watches::{Known, MANAGED_LABEL, MANAGED_VALUE, WatchKey, Watches};
+use self::watches::{Known, MANAGED_LABEL, MANAGED_VALUE, WatchKey, Watches, objects_in};
 use crate::crd::{HealthCheck, InventoryEntry, OperationSpec};
 use crate::lifecycle::Health;
 

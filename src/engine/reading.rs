@@ -4,6 +4,19 @@
 
 use super::*;
 
+/// A watch a run's object is read from: its key, the object's name, and its kind's resource.
+type Watched = (WatchKey, String, ApiResource);
+
+/// What one applied object says of its run.
+enum Seen {
+    /// Healthy (watched on: health can go back); look again soon when its watch fails.
+    Current { watch: Watched, retry_soon: bool },
+    /// Not yet, or not readable now: why, whether to look again soon, what to watch.
+    Waiting { message: String, retry_soon: bool, watch: Option<Watched> },
+    /// The run's verdict, whatever its other objects say.
+    Verdict(Check),
+}
+
 impl Engine {
     /// Reads every applied object where the run applied it — from the watch of its kind when
     /// that has recent news of it, else with a GET — and folds their health into one verdict:
@@ -27,97 +40,16 @@ impl Engine {
         let mut retry_soon = false;
         let mut watched = Vec::with_capacity(inventory.len());
         for entry in inventory {
-            let object_text = describe_entry(entry);
-            let on = match &place.cluster {
-                Some(cluster) => format!("{object_text} (cluster `{cluster}`)"),
-                None => object_text.clone(),
-            };
-            let gvk = api_version_kind(&entry.api_version, &entry.kind);
-            let resource = match self.resolve(&place, &gvk).await {
-                Ok((resource, _)) => resource,
-                Err(failure) => {
-                    retry_soon |= failure.transient;
-                    waiting.push(format!("waiting for {on}: {}", failure.message));
-                    continue;
+            match self.object_health(target, &place, entry).await {
+                Seen::Verdict(check) => return check,
+                Seen::Current { watch, retry_soon: soon } => {
+                    retry_soon |= soon;
+                    watched.push(watch);
                 }
-            };
-            let key = WatchKey {
-                identity: place.identity.clone(),
-                cluster: place.cluster.clone(),
-                api_version: entry.api_version.clone(),
-                kind: entry.kind.clone(),
-                namespace: entry.namespace.clone(),
-            };
-            let (mut known, watch_error) = self.known(&key, &entry.name);
-            if watch_error.is_some() {
-                // While its watch fails (an API server restarting, a registered cluster going
-                // away), the object is read directly and looked at again soon: what the watch
-                // would have said is not waited for, and an unreachable cluster is said at once.
-                known = None;
-                retry_soon = true;
-            } else if known.is_none() {
-                // Stale (its watch may have stalled): one LIST re-reads everything the watch
-                // carries, so the safety re-read costs a request per watch, not per object.
-                let relisted = self.relist(&place, &key, &resource, &entry.name).await;
-                if self.note_outage(target.apply_namespace, &place, relisted).is_ok() {
-                    known = self.known(&key, &entry.name).0;
-                }
-            }
-            let object = match known {
-                Some(object) => object,
-                None => {
-                    let read = self.read(&place, entry, &resource).await;
-                    match self.note_outage(target.apply_namespace, &place, read) {
-                        Ok(object) => {
-                            self.remember(&key, &entry.name, object.clone());
-                            object
-                        }
-                        Err(failure) if failure.transient && place.cluster.is_some() => {
-                            return Check::retry(Health::Waiting(failure.message));
-                        }
-                        // A read that fails is a reason to look again, not a verdict: the
-                        // timeout decides.
-                        Err(failure) => {
-                            retry_soon |= failure.transient;
-                            let detail = failure.message.strip_prefix(&format!("{object_text}: "));
-                            let detail = detail.unwrap_or(&failure.message);
-                            waiting.push(format!("waiting for {on}: {detail}"));
-                            watched.push((key, entry.name.clone(), resource));
-                            continue;
-                        }
-                    }
-                }
-            };
-            watched.push((key, entry.name.clone(), resource));
-            let stalled = watch_error
-                .map(|error| {
-                    format!(" (its watch fails, so it is read directly until it recovers: {error})")
-                })
-                .unwrap_or_default();
-            let Some(object) = object else {
-                // Deleted after it was applied. baton does not apply again within a run (the
-                // object's owner may have meant it); the timeout decides, as kstatus waits would.
-                waiting.push(format!(
-                    "waiting for {on}: not found (deleted after it was applied){stalled}"
-                ));
-                continue;
-            };
-            match judge(target.health_checks, entry, &object).await {
-                Ok(ObjectHealth::Current) => {}
-                Ok(ObjectHealth::InProgress(message)) => {
-                    waiting.push(format!("waiting for {on}: {message}{stalled}"));
-                }
-                Ok(ObjectHealth::Failed(message)) => {
-                    let prefix = place.prefix();
-                    return Check::settled(Health::Unhealthy(format!(
-                        "{prefix}{object_text}: {message}"
-                    )));
-                }
-                Err(message) => {
-                    let prefix = place.prefix();
-                    return Check::settled(Health::DispatchFailed(format!(
-                        "{prefix}{object_text}: {message}"
-                    )));
+                Seen::Waiting { message, retry_soon: soon, watch } => {
+                    retry_soon |= soon;
+                    waiting.push(message);
+                    watched.extend(watch);
                 }
             }
         }
@@ -133,6 +65,108 @@ impl Engine {
             more => format!("{first} (and {more} more)"),
         };
         Check { health: Health::Waiting(message), retry_soon }
+    }
+
+    /// What one applied object says of its run: read from its watch when that has recent
+    /// news of it (one LIST of the watch's scope when its news is stale), else with a GET, and
+    /// judged by the Apply's health check for its kind or by kstatus's rules.
+    async fn object_health(
+        &self,
+        target: &RunTarget<'_>,
+        place: &Place,
+        entry: &InventoryEntry,
+    ) -> Seen {
+        let object_text = describe_entry(entry);
+        let on = match &place.cluster {
+            Some(cluster) => format!("{object_text} (cluster `{cluster}`)"),
+            None => object_text.clone(),
+        };
+        let gvk = api_version_kind(&entry.api_version, &entry.kind);
+        let resource = match self.resolve(place, &gvk).await {
+            Ok((resource, _)) => resource,
+            Err(failure) => {
+                return Seen::Waiting {
+                    message: format!("waiting for {on}: {}", failure.message),
+                    retry_soon: failure.transient,
+                    watch: None,
+                };
+            }
+        };
+        let key = place.watch_key(&entry.api_version, &entry.kind, entry.namespace.as_deref());
+        let (mut known, watch_error) = self.known(&key, &entry.name);
+        let mut retry_soon = false;
+        if watch_error.is_some() {
+            // While its watch fails (an API server restarting, a registered cluster going
+            // away), the object is read directly and looked at again soon: what the watch
+            // would have said is not waited for, and an unreachable cluster is said at once.
+            known = None;
+            retry_soon = true;
+        } else if known.is_none() {
+            // Stale (its watch may have stalled): one LIST re-reads everything the watch
+            // carries, so the safety re-read costs a request per watch, not per object.
+            let relisted = self.relist(place, &key, &resource, &entry.name).await;
+            if self.note_outage(target.apply_namespace, place, relisted).is_ok() {
+                known = self.known(&key, &entry.name).0;
+            }
+        }
+        let object = match known {
+            Some(object) => object,
+            None => {
+                let read = self.read(place, entry, &resource).await;
+                match self.note_outage(target.apply_namespace, place, read) {
+                    Ok(object) => {
+                        self.remember(&key, &entry.name, object.clone());
+                        object
+                    }
+                    Err(failure) if failure.transient && place.cluster.is_some() => {
+                        return Seen::Verdict(Check::retry(Health::Waiting(failure.message)));
+                    }
+                    // A read that fails is a reason to look again, not a verdict: the
+                    // timeout decides.
+                    Err(failure) => {
+                        let detail = failure.message.strip_prefix(&format!("{object_text}: "));
+                        let detail = detail.unwrap_or(&failure.message);
+                        return Seen::Waiting {
+                            message: format!("waiting for {on}: {detail}"),
+                            retry_soon: retry_soon || failure.transient,
+                            watch: Some((key, entry.name.clone(), resource)),
+                        };
+                    }
+                }
+            }
+        };
+        let watch = (key, entry.name.clone(), resource);
+        let stalled = watch_error
+            .map(|error| {
+                format!(" (its watch fails, so it is read directly until it recovers: {error})")
+            })
+            .unwrap_or_default();
+        let Some(object) = object else {
+            // Deleted after it was applied. baton does not apply again within a run (the
+            // object's owner may have meant it); the timeout decides, as kstatus waits would.
+            return Seen::Waiting {
+                message: format!(
+                    "waiting for {on}: not found (deleted after it was applied){stalled}"
+                ),
+                retry_soon,
+                watch: Some(watch),
+            };
+        };
+        match judge(target.health_checks, entry, &object).await {
+            Ok(ObjectHealth::Current) => Seen::Current { watch, retry_soon },
+            Ok(ObjectHealth::InProgress(message)) => Seen::Waiting {
+                message: format!("waiting for {on}: {message}{stalled}"),
+                retry_soon,
+                watch: Some(watch),
+            },
+            Ok(ObjectHealth::Failed(message)) => Seen::Verdict(Check::settled(Health::Unhealthy(
+                format!("{}{object_text}: {message}", place.prefix()),
+            ))),
+            Err(message) => Seen::Verdict(Check::settled(Health::DispatchFailed(format!(
+                "{}{object_text}: {message}",
+                place.prefix()
+            )))),
+        }
     }
 
     /// What the watch `key` knows of `name` recently enough to decide on, and the watch's
@@ -165,10 +199,7 @@ impl Engine {
         {
             return Ok(());
         }
-        let api: Api<DynamicObject> = match &key.namespace {
-            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, resource),
-            None => Api::all_with(place.client.clone(), resource),
-        };
+        let api = objects_in(&place.client, key.namespace.as_deref(), resource);
         let selector = format!("{MANAGED_LABEL}={MANAGED_VALUE}");
         let listed =
             api.list(&ListParams::default().labels(&selector)).await.map_err(|error| Failure {
@@ -208,10 +239,7 @@ impl Engine {
         entry: &InventoryEntry,
         resource: &ApiResource,
     ) -> Result<Option<Arc<serde_json::Value>>, Failure> {
-        let api: Api<DynamicObject> = match &entry.namespace {
-            Some(namespace) => Api::namespaced_with(place.client.clone(), namespace, resource),
-            None => Api::all_with(place.client.clone(), resource),
-        };
+        let api = objects_in(&place.client, entry.namespace.as_deref(), resource);
         let object = match api.get(&entry.name).await {
             Ok(object) => object,
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),

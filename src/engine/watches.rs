@@ -53,6 +53,18 @@ pub struct WatchKey {
     pub namespace: Option<String>,
 }
 
+/// The objects of `resource` in `namespace`, or cluster-wide for `None`, read with `client`.
+pub fn objects_in(
+    client: &Client,
+    namespace: Option<&str>,
+    resource: &ApiResource,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
 /// What Applies wait on: per Apply (by uid), the watches and object names of its running
 /// operations. Pure bookkeeping.
 #[derive(Debug, Default)]
@@ -245,10 +257,7 @@ impl Watches {
             return;
         }
         let cache = Arc::new(Mutex::new(Cache::default()));
-        let api: Api<DynamicObject> = match &key.namespace {
-            Some(namespace) => Api::namespaced_with(client.clone(), namespace, resource),
-            None => Api::all_with(client.clone(), resource),
-        };
+        let api = objects_in(client, key.namespace.as_deref(), resource);
         let task = tokio::spawn(run(api, key.clone(), cache.clone(), Arc::downgrade(&self.0)));
         state.open.insert(key.clone(), Open { cache, started: Instant::now(), task });
         self.0.gauge.set(i64::try_from(state.open.len()).unwrap_or(i64::MAX));
