@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::facts::{ApplyFacts, LeaseState, Roster};
+use super::facts::{ApplyFacts, LeaseState, Roster, Slot};
 use super::gate::claimable_in;
 use super::notes::Note;
 use super::project::{carry_transition_times, dismissal_rejection, project_roster};
@@ -413,78 +413,11 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
             }
             continue;
         }
-        let mut saying = None;
-        let soaking = slot.status.soak_until.as_ref().map(|until| until.0);
-        let outcome = match observed.health.get(&name) {
-            Some(Health::Healthy) => match (soak_of(slot.entry), soaking) {
-                (None, _) => Some(Outcome::Succeeded),
-                (Some(_), Some(until)) if until <= now => Some(Outcome::Succeeded),
-                // The timeout counts the soak too.
-                (Some(_), _) if time_left(observed, slot.index, &slot.status).is_none() => {
-                    Some(Outcome::Failed {
-                        reason: FailureReason::Timeout,
-                        message: format!(
-                            "the soak did not end within the timeout of {}",
-                            timeout_text(observed, slot.index)
-                        ),
-                    })
-                }
-                (Some(soak), soaking) => {
-                    // A soak too long to add up (refused nowhere else) never ends by itself.
-                    let until = soaking.unwrap_or(now.checked_add(soak).unwrap_or(Timestamp::MAX));
-                    let left = Duration::try_from(until.duration_since(now)).unwrap_or_default();
-                    plan.requeue_after =
-                        Some(plan.requeue_after.map_or(left, |current| current.min(left)));
-                    if soaking.is_none() {
-                        saying = transitions::soak_started(&slot.status, now, until).ok();
-                    }
-                    None
-                }
-            },
-            Some(Health::Unhealthy(message)) => Some(Outcome::Failed {
-                reason: FailureReason::Unhealthy,
-                message: match soaking {
-                    Some(_) => format!("during its soak: {message}"),
-                    None => message.clone(),
-                },
-            }),
-            Some(Health::DispatchFailed(message)) => Some(Outcome::Failed {
-                reason: FailureReason::DispatchFailed,
-                message: message.clone(),
-            }),
-            Some(Health::Progressing) | Some(Health::Waiting(_)) | None => {
-                let waiting = match observed.health.get(&name) {
-                    Some(Health::Waiting(why)) => Some(why.as_str()),
-                    _ => None,
-                };
-                match time_left(observed, slot.index, &slot.status) {
-                    Some(left) => {
-                        plan.requeue_after =
-                            Some(plan.requeue_after.map_or(left, |current| current.min(left)));
-                        saying = match soaking {
-                            // Health broke during the soak: it starts again once healthy.
-                            Some(_) => transitions::soak_interrupted(
-                                &slot.status,
-                                waiting.unwrap_or("objects not healthy"),
-                            )
-                            .ok(),
-                            None => waiting
-                                .filter(|why| slot.status.message.as_deref() != Some(*why))
-                                .and_then(|why| transitions::waiting(&slot.status, why).ok()),
-                        };
-                        None
-                    }
-                    None => Some(Outcome::Failed {
-                        reason: FailureReason::Timeout,
-                        message: format!(
-                            "objects not healthy within the timeout of {}{}",
-                            timeout_text(observed, slot.index),
-                            waiting.map(|why| format!("; {why}")).unwrap_or_default()
-                        ),
-                    }),
-                }
-            }
-        };
+        let check = check_run(observed, slot);
+        if let Some(left) = check.look_again {
+            plan.requeue_after = Some(plan.requeue_after.map_or(left, |current| current.min(left)));
+        }
+        let (outcome, saying) = (check.outcome, check.saying);
         let Some(outcome) = outcome else {
             if let Some(next) = saying {
                 record(roster, plan, position, WriteKind::Waiting, next, None);
@@ -505,6 +438,94 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
             record(roster, plan, position, WriteKind::Finish, next, note);
         }
     }
+}
+
+/// What the latest health of a run this replica holds means for it.
+struct RunCheck {
+    /// How the run ended, if it did.
+    outcome: Option<Outcome>,
+    /// What its status says meanwhile, when that changes (waiting on what, a soak).
+    saying: Option<OperationStatus>,
+    /// How soon to look again at the latest: the soak's end, the timeout.
+    look_again: Option<Duration>,
+}
+
+/// Reads the run of `slot` against its health, its soak and its timeout.
+fn check_run(observed: &Observed<'_>, slot: &Slot<'_>) -> RunCheck {
+    let now = observed.now;
+    let name = slot.name;
+    let mut saying = None;
+    let mut look_again = None;
+    let soaking = slot.status.soak_until.as_ref().map(|until| until.0);
+    let outcome = match observed.health.get(name) {
+        Some(Health::Healthy) => match (soak_of(slot.entry), soaking) {
+            (None, _) => Some(Outcome::Succeeded),
+            (Some(_), Some(until)) if until <= now => Some(Outcome::Succeeded),
+            // The timeout counts the soak too.
+            (Some(_), _) if time_left(observed, slot.index, &slot.status).is_none() => {
+                Some(Outcome::Failed {
+                    reason: FailureReason::Timeout,
+                    message: format!(
+                        "the soak did not end within the timeout of {}",
+                        timeout_text(observed, slot.index)
+                    ),
+                })
+            }
+            (Some(soak), soaking) => {
+                // A soak too long to add up (refused nowhere else) never ends by itself.
+                let until = soaking.unwrap_or(now.checked_add(soak).unwrap_or(Timestamp::MAX));
+                let left = Duration::try_from(until.duration_since(now)).unwrap_or_default();
+                look_again = Some(left);
+                if soaking.is_none() {
+                    saying = transitions::soak_started(&slot.status, now, until).ok();
+                }
+                None
+            }
+        },
+        Some(Health::Unhealthy(message)) => Some(Outcome::Failed {
+            reason: FailureReason::Unhealthy,
+            message: match soaking {
+                Some(_) => format!("during its soak: {message}"),
+                None => message.clone(),
+            },
+        }),
+        Some(Health::DispatchFailed(message)) => Some(Outcome::Failed {
+            reason: FailureReason::DispatchFailed,
+            message: message.clone(),
+        }),
+        Some(Health::Progressing) | Some(Health::Waiting(_)) | None => {
+            let waiting = match observed.health.get(name) {
+                Some(Health::Waiting(why)) => Some(why.as_str()),
+                _ => None,
+            };
+            match time_left(observed, slot.index, &slot.status) {
+                Some(left) => {
+                    look_again = Some(left);
+                    saying = match soaking {
+                        // Health broke during the soak: it starts again once healthy.
+                        Some(_) => transitions::soak_interrupted(
+                            &slot.status,
+                            waiting.unwrap_or("objects not healthy"),
+                        )
+                        .ok(),
+                        None => waiting
+                            .filter(|why| slot.status.message.as_deref() != Some(*why))
+                            .and_then(|why| transitions::waiting(&slot.status, why).ok()),
+                    };
+                    None
+                }
+                None => Some(Outcome::Failed {
+                    reason: FailureReason::Timeout,
+                    message: format!(
+                        "objects not healthy within the timeout of {}{}",
+                        timeout_text(observed, slot.index),
+                        waiting.map(|why| format!("; {why}")).unwrap_or_default()
+                    ),
+                }),
+            }
+        }
+    };
+    RunCheck { outcome, saying, look_again }
 }
 
 /// The soak of an operation's entry; an unparsable one (refused at admission) counts as none.
