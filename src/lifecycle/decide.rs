@@ -14,7 +14,7 @@ use super::gate::claimable_in;
 use super::notes::Note;
 use super::project::{carry_transition_times, dismissal_rejection, project_roster};
 use super::transitions::{self, Outcome};
-use super::{Child, parse_duration};
+use super::{Child, parse_duration, stop};
 use crate::crd::{
     ApplyStatus, ApprovalRecord, DEFAULT_OPERATION_TIMEOUT, DismissedError, FailureReason,
     OperationPhase, OperationStatus,
@@ -263,14 +263,17 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
     }
 
     let mut plan = Plan::default();
-    running_checks(observed, &mut roster, &mut plan);
-    record_lost(observed, &mut roster, &mut plan);
-    if facts.stop_in_effect() {
-        // A dismissal works the same while stopped (section 5): what it resets, the standing
-        // stop then parks (section 4), and a resume runs it.
+    if stop::in_effect(facts) {
+        // Running operations stop at this check, unobserved. A dismissal works the same while
+        // stopped (section 5): what it resets, the standing stop then parks, and a resume
+        // runs it.
+        stop_all(observed, OperationPhase::Running, &mut roster, &mut plan);
+        record_lost(observed, &mut roster, &mut plan);
         dismissal(observed, &mut roster, &mut plan);
-        stop_pending(observed, &mut roster, &mut plan);
+        stop_all(observed, OperationPhase::Pending, &mut roster, &mut plan);
     } else {
+        running_checks(observed, &mut roster, &mut plan);
+        record_lost(observed, &mut roster, &mut plan);
         resume_stopped(observed, &mut roster, &mut plan);
         dismissal(observed, &mut roster, &mut plan);
     }
@@ -303,15 +306,20 @@ fn record_lost(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan
     }
 }
 
-/// SPEC.md section 4, rule 2: every `Pending` operation becomes `Stopped`.
-fn stop_pending(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
+/// What the stop in effect does to every operation in `phase` (see `stop`).
+fn stop_all(
+    observed: &Observed<'_>,
+    phase: OperationPhase,
+    roster: &mut Roster<'_>,
+    plan: &mut Plan,
+) {
     for position in 0..roster.slots().len() {
         let slot = &roster.slots()[position];
-        if slot.exists
-            && slot.status.phase == OperationPhase::Pending
-            && let Ok(next) = transitions::stop(&slot.status, observed.now)
-        {
-            record(roster, plan, position, WriteKind::Stop, next, None);
+        if slot.status.phase != phase {
+            continue;
+        }
+        if let Some((next, note)) = stop::stop_operation(&observed.apply, slot, observed.now) {
+            record(roster, plan, position, WriteKind::Stop, next, note);
         }
     }
 }
@@ -388,7 +396,8 @@ fn record(
     roster.set(position, next);
 }
 
-/// The next check of every running operation: stop, take over, finish or time out.
+/// The next check of every running operation (no stop in effect): take over, finish or time
+/// out.
 fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) {
     let now = observed.now;
     for position in 0..roster.slots().len() {
@@ -398,13 +407,6 @@ fn running_checks(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut P
         }
         let name = slot.name.to_owned();
         let attempt = slot.status.attempt;
-        if observed.apply.stop_in_effect() {
-            if let Ok(next) = transitions::stop(&slot.status, now) {
-                let note = Note::Stopped { operation: name };
-                record(roster, plan, position, WriteKind::Stop, next, Some(note));
-            }
-            continue;
-        }
         let holder = slot.status.claim.as_ref().map(|claim| claim.holder.clone());
         if holder.as_deref() != Some(observed.holder) {
             if let Ok(next) = transitions::take_over(&slot.status, observed.holder, now) {
@@ -597,19 +599,7 @@ fn dismissal(observed: &Observed<'_>, roster: &mut Roster<'_>, plan: &mut Plan) 
 
 /// Apply-level Events follow the projected phase, never a single operation's result.
 fn apply_notes(previous: Option<&ApplyStatus>, next: &ApplyStatus) -> Vec<Note> {
-    let mut notes = Vec::new();
-    let before_stop = previous.and_then(|p| p.stop.as_ref());
-    if before_stop.is_none() && next.stop.is_some() {
-        notes.push(Note::StopRequested);
-    }
-    let completed =
-        |stop: Option<&crate::crd::StopStatus>| stop.is_some_and(|s| s.completed_at.is_some());
-    if !completed(before_stop) && completed(next.stop.as_ref()) {
-        notes.push(Note::StopCompleted);
-    }
-    if before_stop.is_some() && next.stop.is_none() {
-        notes.push(Note::Resumed);
-    }
+    let mut notes = stop::notes(previous, next);
     let foreign = |status: &ApplyStatus| {
         status
             .conditions

@@ -95,14 +95,6 @@ pub struct ApplyFacts<'a> {
 }
 
 impl ApplyFacts<'_> {
-    /// SPEC.md section 4 (and deletion, which stops like a stop): whether a stop is in effect.
-    /// While it is, nothing is claimed, pending operations are parked as `Stopped`, running
-    /// ones stop at their next check and are not observed, and the Apply settles once nothing
-    /// runs. Every reader asks this function, never `spec.stop` itself.
-    pub fn stop_in_effect(&self) -> bool {
-        self.spec.stop || self.deleting
-    }
-
     /// Whether writes for this Apply must be made under its lease. Not while it is being
     /// deleted: its namespace may be terminating (no new lease can be created there), and
     /// every write deleting makes is guarded by itself (stops and the key's release by

@@ -1,7 +1,7 @@
 //! The claim gate (SPEC.md section 2): which operations may go `Pending → Running` now.
 
-use super::Child;
 use super::facts::{ApplyFacts, LeaseState, Roster};
+use super::{Child, stop};
 use crate::crd::OperationPhase;
 
 /// Why no operation may be claimed now.
@@ -61,7 +61,7 @@ pub(crate) fn claimable_in(
     if facts.deleting {
         return Err(GateClosed::Deleting);
     }
-    if facts.stop_in_effect() {
+    if stop::in_effect(facts) {
         return Err(GateClosed::StopRequested);
     }
     if roster.any(OperationPhase::Stopped) {

@@ -26,6 +26,7 @@ mod notes;
 mod pacing;
 mod pass;
 mod project;
+mod stop;
 mod transitions;
 mod values;
 

@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use super::KeyWrite;
 use super::facts::ApplyFacts;
 use super::project::carry_transition_times;
+use super::{KeyWrite, stop};
 use crate::crd::ApplyStatus;
 
 /// How a pass begins.
@@ -48,7 +48,7 @@ pub fn begin(
     if !facts.deleting && settled(&status) && recorded && *key == KeyWrite::Keep {
         return Begin::LetGo;
     }
-    Begin::Drive { observe: !facts.stop_in_effect(), lease: facts.writes_need_lease() }
+    Begin::Drive { observe: !stop::in_effect(facts), lease: facts.writes_need_lease() }
 }
 
 /// Whether writing `key` needs baton's finalizer on the Apply first: holding a key is

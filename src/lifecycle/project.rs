@@ -6,10 +6,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::facts::{ApplyFacts, Idempotency, Roster, Slot};
-use super::{Child, condition, describe_foreign, reason};
+use super::{Child, condition, describe_foreign, reason, stop};
 use crate::crd::{
     ApplyError, ApplyPhase, ApplySpec, ApplyStatus, DismissedError, FailurePolicy, OperationCounts,
-    OperationPhase, StopStatus,
+    OperationPhase,
 };
 
 /// How many running operations `status.current` names before it summarises the rest.
@@ -22,66 +22,22 @@ pub fn project(facts: &ApplyFacts<'_>, children: &[Child]) -> ApplyStatus {
 
 /// [`project`] of a roster already built.
 pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> ApplyStatus {
-    let spec = facts.spec;
     let counts = roster.counts();
     let error = roster.first_error();
     let last_dismissed_error = roster.last_dismissed();
-    let started = roster.started();
-    let stops_the_rollout = facts.failures_stop_the_rollout(counts.failed);
+    let stopping = stop::in_effect(facts);
     // Section 11: the window waits at an unapproved operation, and says so, while nothing else
     // keeps it shut.
     let awaiting = roster
         .awaiting_approval(facts)
-        .filter(|_| !facts.stop_in_effect() && facts.idempotency.lets_claims())
-        .filter(|_| error.is_none() || !stops_the_rollout)
+        .filter(|_| !stopping && facts.idempotency.lets_claims())
+        .filter(|_| error.is_none() || !facts.failures_stop_the_rollout(counts.failed))
         .map(|slot| slot.name);
+    let started = roster.started();
     let roster = roster.slots();
     let active = counts.running + counts.pending;
-
-    let phase = if counts.succeeded == counts.total {
-        ApplyPhase::Succeeded
-    } else if facts.stop_in_effect() {
-        match (active, counts.failed) {
-            (0, 0) => ApplyPhase::Stopped,
-            (0, _) => ApplyPhase::Failed,
-            _ if started => ApplyPhase::Running,
-            _ => ApplyPhase::Pending,
-        }
-    } else if error.is_some() {
-        // Under `Continue`, or within the failure budget, the rollout goes on past a failure.
-        match (facts.policy(), counts.running) {
-            _ if !stops_the_rollout && active + counts.stopped > 0 => ApplyPhase::Running,
-            (FailurePolicy::Pause, 0) => ApplyPhase::Paused,
-            (_, 0) => ApplyPhase::Failed,
-            _ => ApplyPhase::Running,
-        }
-    } else if started || awaiting.is_some() {
-        ApplyPhase::Running
-    } else {
-        ApplyPhase::Pending
-    };
-    // Another Apply already rolled the change out: whatever was left here is skipped, not waited
-    // for (the claim gate stays shut).
-    let phase = match phase {
-        ApplyPhase::Pending | ApplyPhase::Running
-            if counts.running == 0
-                && !facts.stop_in_effect()
-                && matches!(facts.idempotency, Idempotency::AlreadyDone { .. }) =>
-        {
-            ApplyPhase::Skipped
-        }
-        phase => phase,
-    };
-
-    let stop = spec.stop.then(|| StopStatus {
-        requested_at: roster
-            .iter()
-            .filter_map(|slot| slot.status.stopped_at.clone())
-            .min_by_key(|t| t.0),
-        completed_at: (active == 0)
-            .then(|| latest_end(roster).or(facts.created_at).map(Time))
-            .flatten(),
-    });
+    let phase = phase(facts, &counts, error.is_some(), stopping, started || awaiting.is_some());
+    let stop = stop::status(facts, roster, active, latest_end(roster));
     let completed_at = phase
         .is_terminal()
         .then(|| match phase {
@@ -91,7 +47,7 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
         .flatten()
         .map(Time);
     let current = current_names(roster);
-    let message = message(facts, phase, &counts, error.as_ref(), &current, awaiting);
+    let message = message(facts, phase, &counts, error.as_ref(), &current, awaiting, stopping);
     let as_of = Time(latest_change(roster).or(facts.created_at).unwrap_or(Timestamp::UNIX_EPOCH));
     let conditions = conditions(
         facts,
@@ -100,7 +56,7 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
         error.as_ref(),
         last_dismissed_error.as_ref(),
         as_of,
-        awaiting,
+        reconciling_reason(facts, stopping, awaiting),
     );
 
     ApplyStatus {
@@ -119,6 +75,49 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
         completed_at,
         observed_generation: facts.generation,
         conditions,
+    }
+}
+
+/// The Apply's phase from its operations' counts: `stopping` is a stop in effect, `moving`
+/// that an operation started or the window waits at an approval.
+fn phase(
+    facts: &ApplyFacts<'_>,
+    counts: &OperationCounts,
+    failed: bool,
+    stopping: bool,
+    moving: bool,
+) -> ApplyPhase {
+    let active = counts.running + counts.pending;
+    let phase = if counts.succeeded == counts.total {
+        ApplyPhase::Succeeded
+    } else if stopping {
+        stop::phase(active, counts.failed, moving)
+    } else if failed {
+        // Under `Continue`, or within the failure budget, the rollout goes on past a failure.
+        match (facts.policy(), counts.running) {
+            _ if !facts.failures_stop_the_rollout(counts.failed) && active + counts.stopped > 0 => {
+                ApplyPhase::Running
+            }
+            (FailurePolicy::Pause, 0) => ApplyPhase::Paused,
+            (_, 0) => ApplyPhase::Failed,
+            _ => ApplyPhase::Running,
+        }
+    } else if moving {
+        ApplyPhase::Running
+    } else {
+        ApplyPhase::Pending
+    };
+    // Another Apply already rolled the change out: whatever was left here is skipped, not waited
+    // for (the claim gate stays shut).
+    match phase {
+        ApplyPhase::Pending | ApplyPhase::Running
+            if counts.running == 0
+                && !stopping
+                && matches!(facts.idempotency, Idempotency::AlreadyDone { .. }) =>
+        {
+            ApplyPhase::Skipped
+        }
+        phase => phase,
     }
 }
 
@@ -175,6 +174,33 @@ fn current_names(roster: &[Slot<'_>]) -> String {
     shown
 }
 
+/// The message of an Apply still running past a failure: continuing (`Continue`, or within
+/// the failure budget), or waiting for what runs before it stops.
+fn running_past(
+    facts: &ApplyFacts<'_>,
+    counts: &OperationCounts,
+    error: &ApplyError,
+    current: &str,
+    done: &str,
+) -> String {
+    match facts.policy() {
+        FailurePolicy::Continue => {
+            format!("{done}, running {current}; continuing past: {}", describe(error))
+        }
+        _ if !facts.failures_stop_the_rollout(counts.failed) => format!(
+            "{done}, running {current}; within the failure budget ({} of {} may fail): {}",
+            counts.failed,
+            facts.failure_budget(),
+            describe(error)
+        ),
+        _ => format!(
+            "{}; waiting for {} running operation(s) ({current}) before stopping the rollout",
+            describe(error),
+            counts.running
+        ),
+    }
+}
+
 fn describe(error: &ApplyError) -> String {
     format!("operation `{}` failed ({}): {}", error.operation, error.reason, error.message)
 }
@@ -186,6 +212,7 @@ fn message(
     error: Option<&ApplyError>,
     current: &str,
     awaiting: Option<&str>,
+    stopping: bool,
 ) -> String {
     let done = format!("{}/{} succeeded", counts.succeeded, counts.total);
     if let (ApplyPhase::Running, Some(name)) = (phase, awaiting) {
@@ -212,7 +239,7 @@ fn message(
             Idempotency::InFlightElsewhere { holder } => {
                 format!("waiting: Apply `{holder}` is rolling out the same idempotency key")
             }
-            _ if facts.stop_in_effect() => "stopping before any operation started".to_owned(),
+            _ if stopping => "stopping before any operation started".to_owned(),
             _ => format!("waiting to start {} operations", counts.total),
         },
         (ApplyPhase::Succeeded, _) => format!("all {} operations succeeded", counts.total),
@@ -227,26 +254,11 @@ fn message(
         (ApplyPhase::Stopped, _) => {
             format!("stopped: {done}, {} stopped; set spec.stop: false to resume", counts.stopped)
         }
-        (ApplyPhase::Running, _) if facts.stop_in_effect() => format!(
+        (ApplyPhase::Running, _) if stopping => format!(
             "stopping: waiting for {} running operation(s) ({current}) to stop; {done}",
             counts.running
         ),
-        (ApplyPhase::Running, Some(error)) => match facts.policy() {
-            FailurePolicy::Continue => {
-                format!("{done}, running {current}; continuing past: {}", describe(error))
-            }
-            _ if !facts.failures_stop_the_rollout(counts.failed) => format!(
-                "{done}, running {current}; within the failure budget ({} of {} may fail): {}",
-                counts.failed,
-                facts.failure_budget(),
-                describe(error)
-            ),
-            _ => format!(
-                "{}; waiting for {} running operation(s) ({current}) before stopping the rollout",
-                describe(error),
-                counts.running
-            ),
-        },
+        (ApplyPhase::Running, Some(error)) => running_past(facts, counts, error, current, &done),
         (ApplyPhase::Running, _)
             if current.is_empty() && facts.idempotency.waiting_for().is_some() =>
         {
@@ -263,6 +275,20 @@ fn message(
     }
 }
 
+/// Why an Apply that is `Pending` or `Running` is reconciling.
+fn reconciling_reason(
+    facts: &ApplyFacts<'_>,
+    stopping: bool,
+    awaiting: Option<&str>,
+) -> &'static str {
+    match (&facts.idempotency, stopping) {
+        (_, true) => "Stopping",
+        (Idempotency::InFlightElsewhere { .. }, _) => reason::DUPLICATE_IN_FLIGHT,
+        _ if awaiting.is_some() => reason::AWAITING_APPROVAL,
+        _ => "Progressing",
+    }
+}
+
 fn conditions(
     facts: &ApplyFacts<'_>,
     phase: ApplyPhase,
@@ -270,7 +296,7 @@ fn conditions(
     error: Option<&ApplyError>,
     last_dismissed: Option<&DismissedError>,
     as_of: Time,
-    awaiting: Option<&str>,
+    reconciling_reason: &str,
 ) -> Vec<Condition> {
     let make = |type_: &str, status: bool, reason: &str, message: &str| Condition {
         type_: type_.to_owned(),
@@ -279,12 +305,6 @@ fn conditions(
         message: message.to_owned(),
         last_transition_time: as_of.clone(),
         observed_generation: facts.generation,
-    };
-    let reconciling_reason = match (&facts.idempotency, facts.stop_in_effect()) {
-        (_, true) => "Stopping",
-        (Idempotency::InFlightElsewhere { .. }, _) => reason::DUPLICATE_IN_FLIGHT,
-        _ if awaiting.is_some() => reason::AWAITING_APPROVAL,
-        _ => "Progressing",
     };
     let stalled_reason = error.map_or(phase.as_str(), |error| error.reason.as_str());
     let degraded = error.is_some() && !phase.is_terminal();
