@@ -265,7 +265,8 @@ impl ApplyLeases {
         // write, no read). One driven before has one (lapsed, or another replica's): read it
         // and take it if free, rather than pay a create that is refused first.
         let driven_before = apply.status.as_ref().is_some_and(|status| status.phase.is_some());
-        let read = |source| lease_error(&name, source);
+        let read = |source| lease_error("reading", &name, source);
+        let write = |source| lease_error("writing", &name, source);
         let found = if driven_before { api.get_opt(&name).await.map_err(read)? } else { None };
         let current = match found {
             Some(current) => current,
@@ -275,7 +276,7 @@ impl ApplyLeases {
                     Err(kube::Error::Api(status)) if status.code == 409 => {
                         api.get(&name).await.map_err(read)?
                     }
-                    Err(source) => return Err(read(source)),
+                    Err(source) => return Err(write(source)),
                 }
             }
         };
@@ -290,7 +291,7 @@ impl ApplyLeases {
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Ok(Acquired::Elsewhere(TAKE_RACE_RETRY))
             }
-            Err(source) => Err(read(source)),
+            Err(source) => Err(write(source)),
         }
     }
 
@@ -477,8 +478,8 @@ struct Term {
     trusted_until: Instant,
 }
 
-fn lease_error(name: &str, source: kube::Error) -> Error {
-    Error::Kube { context: format!("writing lease {name}"), source }
+fn lease_error(doing: &str, name: &str, source: kube::Error) -> Error {
+    Error::Kube { step: crate::Step::Lease, context: format!("{doing} lease {name}"), source }
 }
 
 impl Drop for ApplyLeases {

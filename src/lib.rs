@@ -16,6 +16,41 @@ pub mod metrics;
 pub mod plugin;
 pub mod telemetry;
 
+/// Where an API call was made: the step of a reconcile (the `step` label of
+/// `baton_reconcile_errors_total`), or the client outside any reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Reading an Apply's Operations.
+    Read,
+    /// Taking, renewing or releasing the apply lease.
+    Lease,
+    /// Reading or writing the idempotency key.
+    Key,
+    /// Creating Operations and writing their statuses.
+    Write,
+    /// Writing the Apply's status.
+    Status,
+    /// Adding or removing the finalizer.
+    Finalizer,
+    /// The plugin's, the dashboard's or the operator's own client, outside a reconcile.
+    Client,
+}
+
+impl Step {
+    /// The stable metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Read => "read",
+            Step::Lease => "lease",
+            Step::Key => "key",
+            Step::Write => "write",
+            Step::Status => "status",
+            Step::Finalizer => "finalizer",
+            Step::Client => "client",
+        }
+    }
+}
+
 /// Everything that can go wrong outside the pure core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -33,18 +68,12 @@ pub enum Error {
     /// A call to the API server failed (transient or not: the source says).
     #[error("{context}: {source}")]
     Kube {
+        /// The step it was made in.
+        step: Step,
         /// What baton was doing, naming the object.
         context: String,
         /// The client's error.
         source: kube::Error,
-    },
-    /// The apply lease could not be managed.
-    #[error("lease {lease}: {message}")]
-    Lease {
-        /// The lease's name.
-        lease: String,
-        /// What went wrong.
-        message: String,
     },
     /// The cluster configuration could not be loaded.
     #[error("loading the cluster configuration: {0}")]
@@ -90,17 +119,36 @@ impl Error {
         }
     }
 
-    /// A stable label per variant for the `reconcile_errors` metric.
+    /// A stable label per kind of error for the `reconcile_errors` metric: for an API call, what
+    /// the API server (or the connection to it) said.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::RenderCrds(_) => "render_crds",
             Error::Io { .. } => "io",
-            Error::Kube { .. } => "kube",
-            Error::Lease { .. } => "lease",
+            Error::Kube { source: kube::Error::Api(status), .. } => match status.code {
+                403 => "forbidden",
+                404 => "not_found",
+                409 => "conflict",
+                413 => "too_large",
+                422 => "invalid",
+                408 | 429 | 500..=599 => "unavailable",
+                _ => "refused",
+            },
+            Error::Kube { .. } => "transport",
             Error::Config(_) => "config",
             Error::Conflict(_) => "conflict",
             Error::NotFound(_) => "not_found",
             Error::Malformed(_) => "malformed",
+        }
+    }
+
+    /// The step the error happened in, as a stable metric label: what a user's conflict or a
+    /// malformed object was met in is where such errors are made (the Operations' writes).
+    pub fn step_label(&self) -> &'static str {
+        match self {
+            Error::Kube { step, .. } => step.label(),
+            Error::Conflict(_) | Error::Malformed(_) | Error::NotFound(_) => Step::Write.label(),
+            Error::RenderCrds(_) | Error::Io { .. } | Error::Config(_) => Step::Client.label(),
         }
     }
 }

@@ -22,7 +22,9 @@ pub struct ControllerLabels {
 pub struct ErrorLabels {
     /// `apply`.
     pub controller: String,
-    /// The stable label of the [`crate::Error`] variant.
+    /// The step it happened in ([`crate::Error::step_label`]).
+    pub step: String,
+    /// What went wrong ([`crate::Error::metric_label`]).
     pub error: String,
 }
 
@@ -151,6 +153,7 @@ impl Metrics {
         self.errors
             .get_or_create(&ErrorLabels {
                 controller: controller.to_owned(),
+                step: error.step_label().to_owned(),
                 error: error.metric_label().to_owned(),
             })
             .inc();

@@ -53,7 +53,11 @@ impl Plugin {
                 "apply `{name}` not found in namespace `{}`",
                 self.namespace
             ))),
-            Err(source) => Err(Error::Kube { context: format!("reading apply `{name}`"), source }),
+            Err(source) => Err(Error::Kube {
+                step: crate::Step::Client,
+                context: format!("reading apply `{name}`"),
+                source,
+            }),
         }
     }
 
@@ -70,6 +74,7 @@ impl Plugin {
             )
             .await
             .map_err(|source| Error::Kube {
+                step: crate::Step::Client,
                 context: format!("patching apply `{name}`"),
                 source,
             })?;
@@ -115,6 +120,7 @@ impl Plugin {
             PatchParams { field_manager: Some(PLUGIN_MANAGER.into()), ..PatchParams::default() };
         self.applies.patch(name, &params, &Patch::Merge(patch)).await.map_err(|source| {
             Error::Kube {
+                step: crate::Step::Client,
                 context: format!("approving operation `{operation}` of apply `{name}`"),
                 source,
             }
@@ -151,6 +157,7 @@ impl Plugin {
             .list(&ListParams::default().labels(&format!("{LABEL_APPLY}={name}")))
             .await
             .map_err(|source| Error::Kube {
+                step: crate::Step::Client,
                 context: format!("listing the operations of apply `{name}`"),
                 source,
             })?

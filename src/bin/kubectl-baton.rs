@@ -73,8 +73,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let config = kube::Config::infer().await.map_err(|error| Error::Config(error.to_string()))?;
     let namespace = cli.namespace.unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)
-        .map_err(|source| Error::Kube { context: "building the client".into(), source })?;
+    let client = kube::Client::try_from(config).map_err(|source| Error::Kube {
+        step: baton::Step::Client,
+        context: "building the client".into(),
+        source,
+    })?;
     let plugin = Plugin::new(client.clone(), &namespace);
     let mut out = std::io::stdout().lock();
     match &cli.command {

@@ -61,6 +61,7 @@ pub fn record(lease: &Lease) -> Option<KeyRecord> {
 /// Reads the key's Lease.
 pub async fn read(api: &Api<Lease>, key: &str) -> Result<Option<Lease>> {
     api.get_opt(&key_lease_name(key)).await.map_err(|source| Error::Kube {
+        step: crate::Step::Key,
         context: format!("reading idempotency key `{key}`"),
         source,
     })
@@ -106,9 +107,11 @@ pub async fn apply_write(
     match outcome {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => {
-            Err(Error::Kube { context: format!("writing idempotency key `{key}`"), source })
-        }
+        Err(source) => Err(Error::Kube {
+            step: crate::Step::Key,
+            context: format!("writing idempotency key `{key}`"),
+            source,
+        }),
     }
 }
 
@@ -125,9 +128,11 @@ async fn release(api: &Api<Lease>, key: &str, current: Option<&Lease>) -> Result
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => {
-            Err(Error::Kube { context: format!("releasing idempotency key `{key}`"), source })
-        }
+        Err(source) => Err(Error::Kube {
+            step: crate::Step::Key,
+            context: format!("releasing idempotency key `{key}`"),
+            source,
+        }),
     }
 }
 

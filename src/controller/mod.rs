@@ -115,8 +115,11 @@ pub fn replica_identity() -> String {
 /// Runs the operator until SIGINT or SIGTERM.
 pub async fn run(settings: Settings) -> Result<()> {
     let config = kube::Config::infer().await.map_err(|error| Error::Config(error.to_string()))?;
-    let client = Client::try_from(config.clone())
-        .map_err(|source| Error::Kube { context: "building the client".into(), source })?;
+    let client = Client::try_from(config.clone()).map_err(|source| Error::Kube {
+        step: crate::Step::Client,
+        context: "building the client".into(),
+        source,
+    })?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     serve_admin(&settings, &metrics, &ready);
@@ -332,7 +335,7 @@ fn report_ready(store: Store<Apply>, ready: Arc<AtomicBool>) {
     });
 }
 
-fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Action {
+pub(crate) fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failed("apply", error);
     if error.is_namespace_terminating() {
         // The Apply is going with its namespace: the change that marks it deleted wakes it, and

@@ -485,7 +485,7 @@ fn answer(outcome: Result<String>) -> Response {
 /// refused, after what the plugin was doing.
 pub fn refusal_of(error: &Error) -> (StatusCode, String) {
     match error {
-        Error::Kube { context, source: kube::Error::Api(status) } => (
+        Error::Kube { context, source: kube::Error::Api(status), .. } => (
             StatusCode::from_u16(status.code).unwrap_or(StatusCode::BAD_GATEWAY),
             format!("{context}: {} ({})", status.message, status.reason),
         ),
@@ -697,6 +697,7 @@ mod tests {
             ..kube::core::Status::default()
         };
         let error = Error::Kube {
+            step: crate::Step::Client,
             context: "patching apply `a`".into(),
             source: kube::Error::Api(Box::new(status)),
         };

@@ -55,6 +55,7 @@ async fn set(apply: &Apply, context: &Context, present: bool) -> Result<Option<S
         // A newer Apply exists (or none): the next reconcile sees it and decides again.
         Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(None),
         Err(source) => Err(Error::Kube {
+            step: crate::Step::Finalizer,
             context: format!("updating the finalizers of Apply `{}`", apply.name_any()),
             source,
         }),

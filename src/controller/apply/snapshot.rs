@@ -193,6 +193,7 @@ async fn list(
         .list(&ListParams::default().labels(&format!("{LABEL_APPLY}={name}")))
         .await
         .map_err(|source| Error::Kube {
+            step: crate::Step::Read,
             context: format!("listing the operations of Apply `{name}`"),
             source,
         })?;

@@ -78,9 +78,11 @@ async fn write(snapshot: &Snapshot<'_>, status: &ApplyStatus, context: &Context)
     match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(refusal)) if refusal.code == 409 => Ok(false),
-        Err(source) => {
-            Err(Error::Kube { context: format!("writing the status of Apply `{name}`"), source })
-        }
+        Err(source) => Err(Error::Kube {
+            step: crate::Step::Status,
+            context: format!("writing the status of Apply `{name}`"),
+            source,
+        }),
     }
 }
 

@@ -43,6 +43,8 @@ struct FakeApi {
     lease_written_after_read: bool,
     /// The body of every patch that went through, by path.
     patches: Vec<(String, Value)>,
+    /// Requests (`METHOD path`, as recorded) answered `503 Service Unavailable`.
+    unavailable: Vec<String>,
 }
 
 impl FakeApi {
@@ -54,6 +56,9 @@ impl FakeApi {
                 self.requests.push(format!("{method} {path}/{name}"));
             }
             _ => self.requests.push(format!("{method} {path}")),
+        }
+        if self.requests.last().is_some_and(|request| self.unavailable.contains(request)) {
+            return (StatusCode::SERVICE_UNAVAILABLE, status(503, "ServiceUnavailable"));
         }
         let object_path = path.trim_end_matches("/status").to_owned();
         match (method, body) {
@@ -512,4 +517,39 @@ async fn a_status_write_loses_to_a_write_made_since_the_read_and_looks_again_soo
     let writes = fake.pass().iter().filter(|r| **r == format!("PATCH {APPLY}/status")).count();
     assert_eq!(writes, 1, "one write, which lost: {:#?}", fake.requests);
     assert_eq!(context.status_writes.since(UID), None, "a lost write is not remembered as made");
+}
+
+#[tokio::test]
+async fn a_failed_pass_is_counted_by_the_step_it_failed_in_and_what_went_wrong() {
+    let key = format!("{LEASES}/{}", crate::controller::keys::key_lease_name("release-7"));
+    let cases = [
+        ("lease", format!("POST {LEASES}/{}", lease_name(UID)), false),
+        ("key", format!("GET {key}"), true),
+        ("finalizer", format!("PATCH {APPLY}"), false),
+        ("write", format!("POST {OPERATIONS}"), false),
+        ("status", format!("PATCH {APPLY}/status"), false),
+    ];
+    for (step, request, keyed) in cases {
+        let api = Arc::new(Mutex::new(FakeApi::default()));
+        let Harness { context, _woken, .. } = harness(api.clone());
+        let mut apply = apply(1, 1, &api);
+        if keyed {
+            apply.spec.idempotency_key = Some("release-7".into());
+        }
+        // The Lease is created by the pass itself (the fake holds none), so its create is a
+        // request the pass makes.
+        lock(&api).objects.retain(|path, _| !path.contains("/leases/"));
+        lock(&api).unavailable.push(request.clone());
+        let apply = Arc::new(apply);
+
+        let error = reconcile(apply.clone(), context.clone()).await.expect_err("the pass fails");
+        crate::controller::error_policy(apply, &error, context.clone());
+
+        let metrics = context.metrics.encode();
+        let line = format!(
+            "baton_reconcile_errors_total{{controller=\"apply\",step=\"{step}\",error=\"unavailable\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{request} answered 503: `{line}` in\n{metrics}");
+        assert_eq!(metrics.matches("baton_reconcile_errors_total{").count(), 1, "{metrics}");
+    }
 }

@@ -209,6 +209,7 @@ async fn create(
             Err(Error::Conflict(message))
         }
         Err(source) => Err(Error::Kube {
+            step: crate::Step::Write,
             context: format!(
                 "creating operation `{object_name}` in `{}`",
                 apply.namespace().unwrap_or_default()
@@ -261,6 +262,7 @@ async fn replace_status(
             Ok(None)
         }
         Err(source) => Err(Error::Kube {
+            step: crate::Step::Write,
             context: format!(
                 "writing the status of operation `{object_name}` in `{}`",
                 current.namespace().unwrap_or_default()
