@@ -108,6 +108,14 @@ impl Error {
         matches!(self, Error::Kube { source: kube::Error::Api(status), .. } if status.code == 422)
     }
 
+    /// Whether the same input will give this error again (an object too large or invalid, a
+    /// user's conflict, a malformed object): retrying soon cannot help, a change can.
+    pub fn is_lasting(&self) -> bool {
+        self.is_too_large()
+            || self.is_invalid()
+            || matches!(self, Error::Conflict(_) | Error::Malformed(_))
+    }
+
     /// The API server refused a new object because its namespace is being deleted: the Apply
     /// is going with it, and its deletion needs nothing new.
     pub fn is_namespace_terminating(&self) -> bool {

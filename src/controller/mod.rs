@@ -10,6 +10,7 @@ mod apply;
 mod children;
 mod keys;
 mod memory;
+pub mod pacing;
 
 pub use memory::{Dispatch, Misses, Runs, StatusWrites};
 
@@ -32,7 +33,7 @@ use crate::engine::Engine;
 use crate::engine::watches::Watches;
 use crate::lease::{ApplyLeases, LeaseTiming};
 use crate::metrics::Metrics;
-use crate::{Error, Result, admin, lifecycle};
+use crate::{Error, Result, admin};
 
 /// How often lease managers of Applies that disappeared are stopped.
 const LEASE_SWEEP: Duration = Duration::from_secs(30);
@@ -343,16 +344,8 @@ pub(crate) fn error_policy(apply: Arc<Apply>, error: &Error, context: Arc<Contex
         tracing::debug!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, "namespace terminating");
         return Action::await_change();
     }
-    // Retrying will not fix what the same input gives again: look again rarely (a change of
-    // the Apply or its Operations wakes it at once); what may pass is retried sooner, each time
-    // a little later.
-    let backoff = if error.is_too_large() || error.is_invalid() || apply::is_permanent(error) {
-        lifecycle::LASTING_ERROR
-    } else {
-        lifecycle::PASSING_ERROR
-    };
     let uid = apply.metadata.uid.as_deref().unwrap_or_default();
-    let wait = context.misses.missed(uid, backoff);
-    tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, ?wait, "reconcile failed; retrying");
-    Action::requeue(wait)
+    let action = pacing::after_error(&context.misses, uid, error);
+    tracing::warn!(apply = %kube::ResourceExt::name_any(apply.as_ref()), %error, ?action, "reconcile failed; retrying");
+    action
 }

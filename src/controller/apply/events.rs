@@ -7,8 +7,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::debug;
 
-use super::{Context, is_permanent};
 use crate::Error;
+use crate::controller::Context;
 use crate::crd::{Apply, Operation};
 use crate::lifecycle::{EventText, Note, Severity, reconcile_failed, too_large};
 
@@ -44,7 +44,7 @@ pub(super) fn publish_all(apply: &Apply, notes: &[Note], context: &Context) {
 pub(super) async fn record_failure(apply: &Apply, error: &Error, context: &Context) {
     let text = if error.is_too_large() {
         too_large(&error.to_string())
-    } else if is_permanent(error) {
+    } else if error.is_lasting() {
         reconcile_failed(&error.to_string())
     } else {
         return;

@@ -7,8 +7,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::Context;
 use super::snapshot::Snapshot;
+use crate::controller::Context;
 use crate::crd::{Apply, FINALIZER};
 use crate::{Error, Result};
 

@@ -6,9 +6,11 @@ use std::ops::ControlFlow;
 
 use kube::runtime::controller::Action;
 
+use super::finalizer;
 use super::snapshot::{Key, Snapshot};
-use super::{Context, finalizer, lost_write};
 use crate::Result;
+use crate::controller::Context;
+use crate::controller::pacing::lost_write;
 use crate::lifecycle::{KeyWrite, key_needs_finalizer};
 
 /// Takes or renews the key when `write` says so (the finalizer first: deleting the Apply must
@@ -22,10 +24,10 @@ pub(super) async fn take(
         return Ok(ControlFlow::Continue(()));
     }
     if key_needs_finalizer(&snapshot.facts(), write) && !finalizer::add(snapshot, context).await? {
-        return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
+        return Ok(ControlFlow::Break(lost_write(&context.misses, &snapshot.uid)));
     }
     if !snapshot.key.write(write).await? {
-        return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
+        return Ok(ControlFlow::Break(lost_write(&context.misses, &snapshot.uid)));
     }
     snapshot.key = Key::read(snapshot.apply, &snapshot.namespace, context).await?;
     Ok(ControlFlow::Continue(()))

@@ -29,32 +29,20 @@ use kube::runtime::controller::Action;
 use tracing::{debug, instrument};
 
 use super::Context;
+use super::pacing::{
+    HEALTH_RETRY, IDLE_LOOK, KEY_RETRY, LEASE_MARGIN, LEASE_RETRY, STALE_RETRY, lost_write,
+};
+use crate::Result;
 use crate::crd::Apply;
 use crate::lease::Acquired;
 use crate::lifecycle::{self, Begin, Next, Pace};
-use crate::{Error, Result};
 
 use self::snapshot::Snapshot;
 pub(super) use self::snapshot::keep_approval_fields;
 
-/// How soon to look again at an Apply handed in a version older than this replica's last
-/// status write, should that write's own event not come.
-const STALE_RETRY: Duration = Duration::from_secs(2);
 /// How long one pass goes on deciding again on what it claimed before it publishes the parent
 /// status (about the progress pace: a reader never waits much longer for news).
 const PASS_BUDGET: Duration = Duration::from_secs(1);
-/// How soon to look again when the lease is held elsewhere and no wake-up comes.
-const LEASE_RETRY: Duration = Duration::from_secs(5);
-/// How long after another holder's lease would expire, by this replica's own observation, to
-/// look at it again.
-const LEASE_MARGIN: Duration = Duration::from_millis(100);
-/// How soon to look again while another Apply holds the idempotency key.
-const KEY_RETRY: Duration = Duration::from_secs(2);
-/// How soon to look again at an Apply that waits for nothing.
-const IDLE_LOOK: Duration = Duration::from_secs(60);
-/// How soon to look again at a run whose health could not be read (an API server that did not
-/// answer): no watch says when it can be.
-const HEALTH_RETRY: Duration = Duration::from_secs(1);
 
 /// Ends the pass early with `action` when a step says so.
 macro_rules! step {
@@ -81,12 +69,6 @@ pub async fn reconcile(apply: Arc<Apply>, context: Arc<Context>) -> Result<Actio
         Ok(_) => {}
     }
     outcome
-}
-
-/// Ends a pass whose write lost to a concurrent one (not an error): the Apply is read and
-/// decided again, a little later after each loss in a row.
-pub(super) fn lost_write(context: &Context, uid: &str) -> Action {
-    Action::requeue(context.misses.missed(uid, lifecycle::LOST_WRITE))
 }
 
 /// One pass over the Apply, step by step.
@@ -133,7 +115,7 @@ async fn drive(apply: &Apply, context: &Context) -> Result<Action> {
                 events::publish_all(apply, &notes, context);
                 return cut_short.map(|flow| match flow {
                     ControlFlow::Break(action) => action,
-                    ControlFlow::Continue(_) => lost_write(context, &snapshot.uid),
+                    ControlFlow::Continue(_) => lost_write(&context.misses, &snapshot.uid),
                 });
             }
         };
@@ -189,7 +171,7 @@ async fn settle(
 ) -> Result<Action> {
     let end = snapshot.key.next_write(published.status.phase, snapshot.deleting());
     if end.ends_the_key() && !snapshot.key.write(&end).await? {
-        return Ok(lost_write(context, &snapshot.uid));
+        return Ok(lost_write(&context.misses, &snapshot.uid));
     }
     // Health changes wake the Apply through the watches; what is left is the safety re-read.
     let pace = Pace {
@@ -238,12 +220,6 @@ pub(super) fn forget(context: &Context, uid: &str) {
     context.misses.clear(uid);
 }
 
-/// Whether the pass may write: when its writes need the lease, whether this replica still
-/// holds it (known without a read: every write of the Lease is conditioned, see `lease`).
-fn may_write(snapshot: &Snapshot<'_>, context: &Context) -> bool {
-    !snapshot.under_lease || context.leases.holds(&snapshot.uid)
-}
-
 /// Where a pass spends its time, cumulatively, for tuning (logged at debug).
 struct Timings {
     started: Instant,
@@ -271,10 +247,4 @@ impl std::fmt::Display for Timings {
         }
         Ok(())
     }
-}
-
-/// Whether retrying a failed pass soon can help: a user's conflict or a malformed object waits
-/// for a change, an object too large waits longer.
-pub fn is_permanent(error: &Error) -> bool {
-    matches!(error, Error::Conflict(_) | Error::Malformed(_))
 }

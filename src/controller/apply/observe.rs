@@ -11,8 +11,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info};
 
-use super::Context;
 use super::snapshot::Snapshot;
+use crate::controller::Context;
 use crate::controller::Dispatch;
 use crate::controller::children::manifests_left_out;
 use crate::crd::{ApplySpec, Operation, OperationPhase};

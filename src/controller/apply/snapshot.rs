@@ -10,7 +10,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::Context;
+use crate::controller::Context;
 use crate::controller::keys;
 use crate::crd::{Apply, ApplyPhase, ApprovalRecord, FINALIZER, LABEL_APPLY, Operation};
 use crate::lifecycle::{
@@ -80,6 +80,12 @@ impl<'a> Snapshot<'a> {
     /// The Apply's name.
     pub fn name(&self) -> String {
         self.apply.name_any()
+    }
+
+    /// Whether the pass may write: when its writes need the lease, whether this replica still
+    /// holds it (known without a read: every write of the Lease is conditioned, see `lease`).
+    pub fn may_write(&self, context: &Context) -> bool {
+        !self.under_lease || context.leases.holds(&self.uid)
     }
 
     /// The Apply is being deleted.

@@ -19,7 +19,8 @@ use kube::{Api, Resource};
 use tracing::info;
 
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, lost_write, may_write};
+use crate::controller::Context;
+use crate::controller::pacing::{LEASE_RETRY, lost_write};
 use crate::crd::{Apply, ApplyStatus};
 use crate::engine::FIELD_MANAGER;
 use crate::lifecycle::{
@@ -52,13 +53,13 @@ pub(super) async fn publish(
         StatusWrite::Unchanged => {}
         StatusWrite::After(wait) => held_back = Some(wait),
         StatusWrite::Now => {
-            if !may_write(snapshot, context) {
+            if !snapshot.may_write(context) {
                 info!("lease lost before the status write; not writing");
                 return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
             }
             if !write(snapshot, &status, context).await? {
                 info!("the Apply changed since it was read; the status write lost");
-                return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
+                return Ok(ControlFlow::Break(lost_write(&context.misses, &snapshot.uid)));
             }
             context.status_writes.written(&snapshot.uid, snapshot.versions.clone());
             // Read by the racing-replicas suite to check that only lease holders write.

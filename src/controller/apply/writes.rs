@@ -16,8 +16,10 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info};
 
+use super::finalizer;
 use super::snapshot::Snapshot;
-use super::{Context, LEASE_RETRY, finalizer, lost_write, may_write};
+use crate::controller::Context;
+use crate::controller::pacing::{LEASE_RETRY, lost_write};
 use crate::crd::{
     ANNOTATION_RECREATED, Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase,
     OperationStatus,
@@ -62,10 +64,10 @@ pub(super) async fn decide_and_write(
             now: Timestamp::now(),
         });
         if plan.finalizer_first() && !finalizer::add(snapshot, context).await? {
-            return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
+            return Ok(ControlFlow::Break(lost_write(&context.misses, &snapshot.uid)));
         }
         // Observing may have taken a while: the lease is checked again right before writing.
-        if !plan.writes.is_empty() && !may_write(snapshot, context) {
+        if !plan.writes.is_empty() && !snapshot.may_write(context) {
             info!("lease lost before the operation writes; not writing");
             return Ok(ControlFlow::Break(Action::requeue(LEASE_RETRY)));
         }
@@ -86,7 +88,7 @@ pub(super) async fn decide_and_write(
         // from fresh reads.
         outcome?;
         if made.iter().any(|made| !made) {
-            return Ok(ControlFlow::Break(lost_write(context, &snapshot.uid)));
+            return Ok(ControlFlow::Break(lost_write(&context.misses, &snapshot.uid)));
         }
         match plan.then() {
             Then::Decide => continue,
