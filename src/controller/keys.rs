@@ -1,7 +1,8 @@
 //! Idempotency key records (SPEC.md section 7): a Lease `baton-idem-<hash(key)>` in the Apply's
 //! namespace. The holder is the Apply (`<name>/<uid>`), the state an annotation, `renewTime` the
 //! last renewal. `lifecycle::key_write` decides; this module reads and writes, every write
-//! guarded by the Lease's resourceVersion so two Applies cannot both take a key.
+//! guarded by the Lease's resourceVersion so two Applies cannot both take a key. [`Key`] is an
+//! Apply's key as one pass reads it: where it stands, what it needs, and its write.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -9,8 +10,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, ResourceExt};
 
-use crate::crd::Apply;
-use crate::lifecycle::{KeyRecord, KeyState, KeyWrite};
+use tracing::info;
+
+use super::Context;
+use crate::crd::{Apply, ApplyPhase};
+use crate::lifecycle::{Idempotency, KeyRecord, KeyState, KeyWrite, key_write, observe_key};
 use crate::{Error, Result};
 
 /// Prefix of every key Lease's name.
@@ -133,6 +137,88 @@ async fn release(api: &Api<Lease>, key: &str, current: Option<&Lease>) -> Result
             context: format!("releasing idempotency key `{key}`"),
             source,
         }),
+    }
+}
+
+/// The Apply's idempotency key, as read at the start of a reconcile.
+pub struct Key<'a> {
+    apply: &'a Apply,
+    api: Api<Lease>,
+    lease: Option<Lease>,
+    holder: String,
+    ttl: SignedDuration,
+    now: Timestamp,
+}
+
+impl<'a> Key<'a> {
+    /// Reads the key's Lease (nothing for an Apply without a key).
+    pub async fn read(apply: &'a Apply, namespace: &str, context: &Context) -> Result<Key<'a>> {
+        let api: Api<Lease> = Api::namespaced(context.client.clone(), namespace);
+        let lease = match &apply.spec.idempotency_key {
+            Some(key) => read(&api, key).await?,
+            None => None,
+        };
+        Ok(Key {
+            apply,
+            api,
+            lease,
+            holder: holder_of(apply),
+            ttl: SignedDuration::try_from(context.settings.idempotency_ttl)
+                .unwrap_or(SignedDuration::from_hours(1)),
+            now: Timestamp::now(),
+        })
+    }
+
+    fn record(&self) -> Option<KeyRecord> {
+        self.lease.as_ref().and_then(record)
+    }
+
+    /// Where the key stands for this Apply, naming other holders by their Apply's name.
+    pub fn idempotency(&self) -> Idempotency {
+        if self.apply.spec.idempotency_key.is_none() {
+            return Idempotency::NotRequired;
+        }
+        let record = self.record();
+        match observe_key(
+            record.as_ref(),
+            &self.holder,
+            self.apply.spec.dedup_on,
+            self.now,
+            self.ttl,
+        ) {
+            Idempotency::AlreadyDone { by } => {
+                Idempotency::AlreadyDone { by: holder_name(&by).to_owned() }
+            }
+            Idempotency::InFlightElsewhere { holder } => {
+                Idempotency::InFlightElsewhere { holder: holder_name(&holder).to_owned() }
+            }
+            other => other,
+        }
+    }
+
+    /// What the key needs written for an Apply in `phase` (or being deleted).
+    pub fn next_write(&self, phase: Option<ApplyPhase>, deleting: bool) -> KeyWrite {
+        if self.apply.spec.idempotency_key.is_none() {
+            return KeyWrite::Keep;
+        }
+        let record = self.record();
+        key_write(
+            record.as_ref(),
+            &self.holder,
+            phase,
+            deleting,
+            self.apply.spec.dedup_on,
+            self.now,
+            self.ttl,
+        )
+    }
+
+    /// Makes `write`; `false` when another writer moved first.
+    pub async fn write(&self, write: &KeyWrite) -> Result<bool> {
+        let Some(key) = &self.apply.spec.idempotency_key else { return Ok(true) };
+        info!(key = %key, ?write, "idempotency key");
+        apply_write(&self.api, key, self.lease.as_ref(), write, &self.holder, self.now, self.ttl)
+            .await
     }
 }
 

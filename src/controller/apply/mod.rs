@@ -169,10 +169,7 @@ async fn settle(
     retry_soon: bool,
     context: &Context,
 ) -> Result<Action> {
-    let end = snapshot.key.next_write(published.status.phase, snapshot.deleting());
-    if end.ends_the_key() && !snapshot.key.write(&end).await? {
-        return Ok(lost_write(&context.misses, &snapshot.uid));
-    }
+    step!(key::end(snapshot, published.status.phase, context).await?);
     // Health changes wake the Apply through the watches; what is left is the safety re-read.
     let pace = Pace {
         health_check: context.settings.health_reread_interval,

@@ -4,19 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use tracing::info;
 
 use crate::controller::Context;
-use crate::controller::keys;
-use crate::crd::{Apply, ApplyPhase, ApprovalRecord, FINALIZER, LABEL_APPLY, Operation};
-use crate::lifecycle::{
-    ApplyFacts, Begin, Child, Foreign, Idempotency, KeyRecord, KeyWrite, begin, key_write,
-    observe_key, project, sort_owned,
-};
+use crate::controller::keys::Key;
+use crate::crd::{Apply, ApprovalRecord, FINALIZER, LABEL_APPLY, Operation};
+use crate::lifecycle::{ApplyFacts, Begin, Child, Foreign, KeyWrite, begin, project, sort_owned};
 use crate::{Error, Result};
 
 /// What one pass knows of an Apply, updated by its own writes.
@@ -208,96 +202,6 @@ async fn list(
         .into_iter()
         .filter(|op| op.owner_references().iter().any(|owner| owner.uid == uid))
         .collect())
-}
-
-/// The Apply's idempotency key, as read at the start of a reconcile.
-pub(super) struct Key<'a> {
-    apply: &'a Apply,
-    api: Api<Lease>,
-    lease: Option<Lease>,
-    holder: String,
-    ttl: SignedDuration,
-    now: Timestamp,
-}
-
-impl<'a> Key<'a> {
-    /// Reads the key's Lease (nothing for an Apply without a key).
-    pub async fn read(apply: &'a Apply, namespace: &str, context: &Context) -> Result<Key<'a>> {
-        let api: Api<Lease> = Api::namespaced(context.client.clone(), namespace);
-        let lease = match &apply.spec.idempotency_key {
-            Some(key) => keys::read(&api, key).await?,
-            None => None,
-        };
-        Ok(Key {
-            apply,
-            api,
-            lease,
-            holder: keys::holder_of(apply),
-            ttl: SignedDuration::try_from(context.settings.idempotency_ttl)
-                .unwrap_or(SignedDuration::from_hours(1)),
-            now: Timestamp::now(),
-        })
-    }
-
-    fn record(&self) -> Option<KeyRecord> {
-        self.lease.as_ref().and_then(keys::record)
-    }
-
-    /// Where the key stands for this Apply, naming other holders by their Apply's name.
-    pub fn idempotency(&self) -> Idempotency {
-        if self.apply.spec.idempotency_key.is_none() {
-            return Idempotency::NotRequired;
-        }
-        let record = self.record();
-        match observe_key(
-            record.as_ref(),
-            &self.holder,
-            self.apply.spec.dedup_on,
-            self.now,
-            self.ttl,
-        ) {
-            Idempotency::AlreadyDone { by } => {
-                Idempotency::AlreadyDone { by: keys::holder_name(&by).to_owned() }
-            }
-            Idempotency::InFlightElsewhere { holder } => {
-                Idempotency::InFlightElsewhere { holder: keys::holder_name(&holder).to_owned() }
-            }
-            other => other,
-        }
-    }
-
-    /// What the key needs written for an Apply in `phase` (or being deleted).
-    pub fn next_write(&self, phase: Option<ApplyPhase>, deleting: bool) -> KeyWrite {
-        if self.apply.spec.idempotency_key.is_none() {
-            return KeyWrite::Keep;
-        }
-        let record = self.record();
-        key_write(
-            record.as_ref(),
-            &self.holder,
-            phase,
-            deleting,
-            self.apply.spec.dedup_on,
-            self.now,
-            self.ttl,
-        )
-    }
-
-    /// Makes `write`; `false` when another writer moved first.
-    pub async fn write(&self, write: &KeyWrite) -> Result<bool> {
-        let Some(key) = &self.apply.spec.idempotency_key else { return Ok(true) };
-        info!(key = %key, ?write, "idempotency key");
-        keys::apply_write(
-            &self.api,
-            key,
-            self.lease.as_ref(),
-            write,
-            &self.holder,
-            self.now,
-            self.ttl,
-        )
-        .await
-    }
 }
 
 #[cfg(test)]
