@@ -19,7 +19,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation, OperationPhase, OperationStatus};
+use crate::crd::{Apply, ApplyPhase, LABEL_APPLY, Operation, OperationStatus};
+use crate::lifecycle::awaits_approval;
 use crate::{Error, Result};
 
 /// Field manager of the plugin's patches.
@@ -257,26 +258,13 @@ impl Plugin {
 
 /// What an operation's gate says, when it says more than its message: it awaits an approval.
 fn gate_note(apply: &Apply, op: &Operation, status: &OperationStatus) -> Option<String> {
-    awaits_approval(apply, &op.spec.name, status.phase).then(|| {
+    awaits_approval(&apply.spec, &op.spec.name, status.phase).then(|| {
         format!(
             "awaits approval: kubectl baton approve {} {}",
             apply.metadata.name.clone().unwrap_or_default(),
             op.spec.name
         )
     })
-}
-
-/// Whether `operation` of `apply`, now in `phase`, waits for a person: it is Pending, its entry
-/// requires an approval, and `spec.approvals` does not name it yet.
-pub fn awaits_approval(apply: &Apply, operation: &str, phase: OperationPhase) -> bool {
-    let required = apply
-        .spec
-        .operations
-        .iter()
-        .any(|entry| entry.name == operation && entry.approval.is_some());
-    phase == OperationPhase::Pending
-        && required
-        && !apply.spec.approvals.iter().any(|approved| approved == operation)
 }
 
 /// How long ago `since` was, as kubectl writes ages (`42s`, `3m5s`, `2h13m`).

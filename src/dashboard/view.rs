@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{Apply, ApplyPhase, Operation, OperationEntry, OperationPhase, OperationStatus};
-use crate::plugin::{age, awaits_approval};
+use crate::lifecycle::awaits_approval;
+use crate::plugin::age;
 
 /// The condition the operator sets when a dismissal names a stale or unknown error id.
 const DISMISSAL_REJECTED: &str = "DismissalRejected";
@@ -422,7 +423,7 @@ fn gate(
     now: Timestamp,
 ) -> String {
     let mut parts = Vec::new();
-    if awaits_approval(apply, &entry.name, status.phase) {
+    if awaits_approval(&apply.spec, &entry.name, status.phase) {
         parts.push(format!(
             r#"<span class="gate-wait"><span class="mark" aria-hidden="true">◆</span> awaits approval</span> {}"#,
             button(

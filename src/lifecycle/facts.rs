@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Child, Foreign};
 use crate::crd::{
-    ApplyError, ApplySpec, Approval, ApprovalRecord, DismissedError, FailurePolicy,
-    OperationCounts, OperationEntry, OperationPhase, OperationStatus,
+    ApplyError, ApplySpec, ApprovalRecord, DismissedError, FailurePolicy, OperationCounts,
+    OperationEntry, OperationPhase, OperationStatus,
 };
 
 /// Whether this replica holds the Apply's lease (SPEC.md section 6).
@@ -134,7 +134,7 @@ impl ApplyFacts<'_> {
 
     /// Whether the operation `name` may be claimed as far as its approval goes (rule 6).
     pub fn approved(&self, entry: &OperationEntry) -> bool {
-        entry.approval != Some(Approval::Required) || self.spec.approvals.contains(&entry.name)
+        super::gate::approval_given(self.spec, entry)
     }
 }
 

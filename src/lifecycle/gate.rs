@@ -2,7 +2,21 @@
 
 use super::facts::{ApplyFacts, LeaseState, Roster};
 use super::{Child, stop};
-use crate::crd::OperationPhase;
+use crate::crd::{ApplySpec, Approval, OperationEntry, OperationPhase};
+
+/// Whether `entry`'s approval is given as far as rule 6 goes: it requires none, or
+/// `spec.approvals` names it.
+pub fn approval_given(spec: &ApplySpec, entry: &OperationEntry) -> bool {
+    entry.approval != Some(Approval::Required) || spec.approvals.contains(&entry.name)
+}
+
+/// Whether the operation `name`, now in `phase`, waits for a person: it is `Pending` and its
+/// approval is not given. What the plugin and the dashboard show; the window's own stop at it
+/// is the gate's.
+pub fn awaits_approval(spec: &ApplySpec, name: &str, phase: OperationPhase) -> bool {
+    phase == OperationPhase::Pending
+        && spec.operations.iter().any(|entry| entry.name == name && !approval_given(spec, entry))
+}
 
 /// Why no operation may be claimed now.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
