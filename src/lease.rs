@@ -264,7 +264,7 @@ impl ApplyLeases {
         // An Apply never driven has no Lease: its first holder creates it already held (one
         // write, no read). One driven before has one (lapsed, or another replica's): read it
         // and take it if free, rather than pay a create that is refused first.
-        let driven_before = apply.status.as_ref().is_some_and(|status| status.phase.is_some());
+        let driven_before = apply.driven_before();
         let read = |source| lease_error("reading", &name, source);
         let write = |source| lease_error("writing", &name, source);
         let found = if driven_before { api.get_opt(&name).await.map_err(read)? } else { None };
@@ -301,7 +301,8 @@ impl ApplyLeases {
         let term = shared.terms.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let apply_ref = ObjectRef::from_obj(apply);
         let trusted_until = sent + shared.timing.trusted_for();
-        let first = Term { namespace: namespace.clone(), lease: lease.clone(), trusted_until };
+        let first =
+            FirstWrite { namespace: namespace.clone(), lease: lease.clone(), trusted_until };
         let renewer = tokio::spawn(renew(shared.clone(), uid.clone(), term, apply_ref, first));
         let holding = Holding { namespace, lease, trusted_until, term, renewer };
         shared.sightings().forget(&uid);
@@ -426,10 +427,16 @@ impl Shared {
 /// Renews the Apply's lease before it expires, for as long as the holding lasts. A renewal
 /// that loses (someone wrote the Lease) ends the holding; one that fails is retried until the
 /// holding is no longer trusted, which then ends it too.
-async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<Apply>, first: Term) {
+async fn renew(
+    shared: Arc<Shared>,
+    uid: String,
+    term: u64,
+    apply: ObjectRef<Apply>,
+    first: FirstWrite,
+) {
     // The task keeps its own copy of what it last wrote (the holding may be inserted a moment
     // after it starts) and mirrors each renewal into the holding while that is still its own.
-    let Term { namespace, mut lease, mut trusted_until } = first;
+    let FirstWrite { namespace, mut lease, mut trusted_until } = first;
     let api: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
     let name = lease.name_any();
     loop {
@@ -472,7 +479,7 @@ async fn renew(shared: Arc<Shared>, uid: String, term: u64, apply: ObjectRef<App
 }
 
 /// What a renewal task starts from: the holding's first write.
-struct Term {
+struct FirstWrite {
     namespace: String,
     lease: Lease,
     trusted_until: Instant,

@@ -45,7 +45,7 @@ pub fn manifests_left_out(op: &Operation) -> bool {
 }
 
 /// One of this replica's writes, until the cache shows it or something newer.
-struct Written {
+struct OwnWrite {
     /// The Apply that owns the Operation.
     owner: String,
     /// The `resourceVersion` the write replaced (`None`: the write created the Operation).
@@ -77,7 +77,7 @@ pub struct Children {
     store: Store<Operation>,
     owners: Mutex<Owners>,
     /// By Operation uid.
-    written: Mutex<HashMap<String, Written>>,
+    written: Mutex<HashMap<String, OwnWrite>>,
 }
 
 impl Children {
@@ -87,7 +87,7 @@ impl Children {
         Children { store, owners: Mutex::default(), written: Mutex::new(HashMap::new()) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Written>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, OwnWrite>> {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -164,7 +164,7 @@ impl Children {
         let Some(uid) = after.uid() else { return };
         let mut object = after.clone();
         lighten(&mut object);
-        let written = Written {
+        let written = OwnWrite {
             owner: owner.to_owned(),
             replaced: before.and_then(ResourceExt::resource_version),
             object,

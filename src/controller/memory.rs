@@ -112,27 +112,36 @@ pub enum Dispatch {
     Failed(DispatchError),
 }
 
+/// One run of an operation: its Operation's uid and the attempt.
+pub type Run = (String, u32);
+
+/// The run an Operation's status is at.
+pub fn run_of(op: &crate::crd::Operation) -> Run {
+    let uid = op.metadata.uid.clone().unwrap_or_default();
+    (uid, op.status.as_ref().map_or(0, |status| status.attempt))
+}
+
 /// The runs this replica dispatched, by `(operation uid, attempt)`.
 #[derive(Default)]
-pub struct Runs(Mutex<HashMap<(String, u32), Dispatch>>);
+pub struct Runs(Mutex<HashMap<Run, Dispatch>>);
 
 impl Runs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Dispatch>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Run, Dispatch>> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The dispatch of a run, if this replica made it.
-    pub fn get(&self, run: &(String, u32)) -> Option<Dispatch> {
+    pub fn get(&self, run: &Run) -> Option<Dispatch> {
         self.lock().get(run).cloned()
     }
 
     /// Records the dispatch of a run.
-    pub fn record(&self, run: (String, u32), dispatch: Dispatch) {
+    pub fn record(&self, run: Run, dispatch: Dispatch) {
         self.lock().insert(run, dispatch);
     }
 
     /// What the run applied, if this replica dispatched it.
-    pub fn inventory(&self, run: &(String, u32)) -> Option<Vec<InventoryEntry>> {
+    pub fn inventory(&self, run: &Run) -> Option<Vec<InventoryEntry>> {
         self.get(run).map(|dispatch| match dispatch {
             Dispatch::Applied(inventory) => inventory,
             Dispatch::Failed(failure) => failure.applied,
@@ -140,7 +149,7 @@ impl Runs {
     }
 
     /// Forgets a run that ended.
-    pub fn forget(&self, run: &(String, u32)) {
+    pub fn forget(&self, run: &Run) {
         self.lock().remove(run);
     }
 }

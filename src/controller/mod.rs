@@ -12,7 +12,7 @@ mod keys;
 mod memory;
 pub mod pacing;
 
-pub use memory::{Dispatch, Misses, Runs, StatusWrites};
+pub use memory::{Dispatch, Misses, Run, Runs, StatusWrites, run_of};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

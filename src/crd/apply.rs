@@ -15,7 +15,9 @@ pub const DEFAULT_OPERATION_TIMEOUT: &str = "10m";
 /// Most operations one Apply may list.
 pub const MAX_OPERATIONS: usize = 500;
 
-/// Desired state of an Apply. Only `stop`, `dismissError` and metadata change after creation.
+/// Desired state of an Apply. `operations`, `template`, `idempotencyKey` and `healthChecks` are
+/// immutable; `stop`, `dismissError` and `approvals` are the intents users change later, and
+/// `maxConcurrent`, `maxFailed` and `onFailure` take effect at the next claim.
 // kube's `printcolumn(...)` repeats keys such as `type_` by design.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -446,4 +448,11 @@ pub struct DismissedError {
     pub id: String,
     /// When the dismissal put the failed operations back to `Pending`.
     pub at: Time,
+}
+
+impl Apply {
+    /// Whether baton has written this Apply's status with a phase (it has driven it before).
+    pub fn driven_before(&self) -> bool {
+        self.status.as_ref().is_some_and(|status| status.phase.is_some())
+    }
 }

@@ -234,7 +234,8 @@ impl Plan {
     }
 }
 
-/// Decides one reconcile. Writes nothing unless this replica holds the lease.
+/// Decides one reconcile. Plans nothing without the lease, except for an Apply being deleted
+/// (its writes guard themselves: see `ApplyFacts::writes_need_lease`).
 pub fn decide(observed: &Observed<'_>) -> Plan {
     let facts = &observed.apply;
     if observed.lease != LeaseState::Held && facts.writes_need_lease() {

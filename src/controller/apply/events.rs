@@ -10,7 +10,7 @@ use tracing::debug;
 use crate::Error;
 use crate::controller::Context;
 use crate::crd::{Apply, Operation};
-use crate::lifecycle::{EventText, Note, Severity, reconcile_failed, too_large};
+use crate::lifecycle::{EventText, Note, Severity, operation_name, reconcile_failed, too_large};
 
 /// The longest Event message sent; the API server refuses longer notes.
 const MAX_MESSAGE: usize = 1000;
@@ -79,7 +79,7 @@ fn operation_ref(apply: &Apply, operation: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some(Operation::api_version(&()).into_owned()),
         kind: Some(Operation::kind(&()).into_owned()),
-        name: Some(format!("{}-{operation}", apply.name_any())),
+        name: Some(operation_name(&apply.name_any(), operation)),
         namespace: apply.namespace(),
         ..ObjectReference::default()
     }

@@ -153,12 +153,12 @@ async fn observe_runs(
     snapshot: &Snapshot<'_>,
     observe: bool,
     context: &Context,
-) -> observe::Observed {
+) -> observe::Checked {
     if observe {
         return observe::runs(snapshot, context).await;
     }
     context.engine.watches().forget(&snapshot.uid);
-    observe::Observed { health: BTreeMap::new(), retry_soon: false }
+    observe::Checked { health: BTreeMap::new(), retry_soon: false }
 }
 
 /// The last step: the key's end-of-rollout write, then what the core says comes next.

@@ -13,14 +13,14 @@ use tracing::{debug, info};
 
 use super::snapshot::Snapshot;
 use crate::controller::Context;
-use crate::controller::Dispatch;
 use crate::controller::children::manifests_left_out;
+use crate::controller::{Dispatch, run_of};
 use crate::crd::{ApplySpec, Operation, OperationPhase};
 use crate::engine::{Check, DispatchError, RunTarget, Wants};
 use crate::lifecycle::{Health, manifests_differ};
 
 /// What the observe step saw.
-pub(super) struct Observed {
+pub(super) struct Checked {
     /// The health of each run this replica holds, by operation name.
     pub health: BTreeMap<String, Health>,
     /// Some run could not be read and no watch will say when to look again.
@@ -32,7 +32,7 @@ const OBSERVE_CONCURRENCY: usize = 16;
 
 /// Runs (dispatches) and checks every operation this replica holds, by operation name, and
 /// tells the watches what they wait on.
-pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Observed {
+pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Checked {
     let identity = context.leases.identity();
     let service_account = snapshot
         .apply
@@ -49,7 +49,7 @@ pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Observed
             let running = status.phase == OperationPhase::Running && held;
             if !running {
                 // Ended, or run by someone else now: what this replica knew of it is stale.
-                context.runs.forget(&(op.uid().unwrap_or_default(), status.attempt));
+                context.runs.forget(&run_of(op));
             }
             running
         })
@@ -70,7 +70,7 @@ pub(super) async fn runs(snapshot: &Snapshot<'_>, context: &Context) -> Observed
     let checked: Vec<(String, Check, Wants)> =
         futures::stream::iter(checks).buffer_unordered(OBSERVE_CONCURRENCY).collect().await;
     let mut wants = Wants::new();
-    let mut observed = Observed { health: BTreeMap::new(), retry_soon: false };
+    let mut observed = Checked { health: BTreeMap::new(), retry_soon: false };
     for (name, check, run_wants) in checked {
         for (key, names) in run_wants {
             wants.entry(key).or_default().extend(names);
@@ -106,8 +106,8 @@ async fn run(
     context: &Context,
 ) -> (String, Check, Wants) {
     let name = op.spec.name.clone();
-    let attempt = op.status.as_ref().map_or(0, |status| status.attempt);
-    let run = (op.uid().unwrap_or_default(), attempt);
+    let run = run_of(op);
+    let attempt = run.1;
     let dispatch = match context.runs.get(&run) {
         Some(dispatch) => dispatch,
         None => {

@@ -117,8 +117,7 @@ impl<'a> Snapshot<'a> {
     /// Operation counts as deleted: a needless `Lost` record asks a person, a needless
     /// recreation could run a step twice.
     fn operations_created(&self) -> bool {
-        let written = self.apply.status.as_ref().is_some_and(|status| status.phase.is_some());
-        written || (self.finalizer && !self.operations.is_empty())
+        self.apply.driven_before() || (self.finalizer && !self.operations.is_empty())
     }
 
     /// What the lifecycle knows of the Operations.
@@ -126,21 +125,18 @@ impl<'a> Snapshot<'a> {
         self.operations.values().map(Child::from).collect()
     }
 
-    /// The Operations' API in the Apply's namespace.
     /// The size of the Apply's spec as the API server stores it (near enough: JSON), for the
     /// pace of progress writes.
     pub fn spec_bytes(&self) -> usize {
         serde_json::to_vec(&self.apply.spec).map_or(0, |bytes| bytes.len())
     }
 
+    /// The Operations' API in the Apply's namespace.
     pub fn operations_api(&self, context: &Context) -> Api<Operation> {
         Api::namespaced(context.client.clone(), &self.namespace)
     }
 }
 
-/// Who wrote each name of `spec.approvals`, and when, as the API server recorded it in the
-/// Apply's managed fields: the latest write of that item (a set, so each name has its own
-/// owner), else of the whole list.
 /// What the Apply cache keeps of the managed fields: only the entries that wrote
 /// `spec.approvals`, and of each only that part ([`approvers`] reads nothing else), so a cached
 /// Apply does not carry the field sets of every writer.
@@ -159,6 +155,9 @@ pub fn keep_approval_fields(apply: &mut Apply) {
     });
 }
 
+/// Who wrote each name of `spec.approvals`, and when, as the API server recorded it in the
+/// Apply's managed fields: the latest write of that item (a set, so each name has its own
+/// owner), else of the whole list.
 fn approvers(apply: &Apply) -> BTreeMap<String, ApprovalRecord> {
     let mut found: BTreeMap<String, ApprovalRecord> = BTreeMap::new();
     let entries = apply.metadata.managed_fields.as_deref().unwrap_or_default();

@@ -18,8 +18,8 @@ use tracing::{debug, info};
 
 use super::finalizer;
 use super::snapshot::Snapshot;
-use crate::controller::Context;
 use crate::controller::pacing::{LEASE_RETRY, lost_write};
+use crate::controller::{Context, run_of};
 use crate::crd::{
     ANNOTATION_RECREATED, Apply, LABEL_APPLY, LABEL_INDEX, Operation, OperationPhase,
     OperationStatus,
@@ -34,7 +34,7 @@ use crate::{Error, Result};
 const WRITE_CONCURRENCY: usize = 32;
 
 /// What one round of decisions and writes left for the later steps.
-pub(super) struct Written {
+pub(super) struct Round {
     /// The nearest timeout of a running operation.
     pub timeout: Option<Duration>,
     /// The round claimed: observe what it claimed and decide again.
@@ -49,7 +49,7 @@ pub(super) async fn decide_and_write(
     health: &BTreeMap<String, Health>,
     context: &Context,
     notes: &mut Vec<Note>,
-) -> Result<ControlFlow<Action, Written>> {
+) -> Result<ControlFlow<Action, Round>> {
     let api = snapshot.operations_api(context);
     loop {
         let children = snapshot.children();
@@ -93,7 +93,7 @@ pub(super) async fn decide_and_write(
         match plan.then() {
             Then::Decide => continue,
             then => {
-                return Ok(ControlFlow::Continue(Written {
+                return Ok(ControlFlow::Continue(Round {
                     timeout: plan.requeue_after,
                     observe_again: then == Then::ObserveAndDecide,
                 }));
@@ -244,8 +244,7 @@ async fn replace_status(
             // A take-over starts the run afresh here: re-apply, even if this replica held it
             // once before.
             if matches!(kind, WriteKind::Finish | WriteKind::Stop | WriteKind::TakeOver) {
-                let attempt = current.status.as_ref().map_or(0, |s| s.attempt);
-                context.runs.forget(&(current.uid().unwrap_or_default(), attempt));
+                context.runs.forget(&run_of(current));
             }
             debug!(operation = %name, ?kind, phase = ?status.phase, "operation written");
             Ok(Some(written))
@@ -288,8 +287,7 @@ fn with_inventory(
     );
     if status.inventory.is_empty()
         && ended
-        && let Some(inventory) =
-            context.runs.inventory(&(current.uid().unwrap_or_default(), status.attempt))
+        && let Some(inventory) = context.runs.inventory(&run_of(current))
     {
         status.inventory = inventory;
     }
