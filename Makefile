@@ -29,6 +29,7 @@ unit-and-e2e: tools
 	cargo test --workspace --all-targets
 	BATON_BENCH_PROFILE=short cargo run -q -p baton-e2e --bin baton-bench
 
-## Regenerate crds/ from the Rust types (a test fails when they are stale).
+## Regenerate crds/ (and the chart's copy) from the Rust types (a test fails when they are stale).
 crds:
 	cargo run --quiet -- crds --out-dir crds
+	cp crds/*.yaml charts/baton/crds/
