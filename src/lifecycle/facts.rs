@@ -279,15 +279,6 @@ impl<'a> Roster<'a> {
         })
     }
 
-    /// The operation the window waits at for its approval (section 11): the first `Pending`
-    /// one, when it is not approved.
-    pub fn awaiting_approval(&self, facts: &ApplyFacts<'_>) -> Option<&Slot<'a>> {
-        self.slots
-            .iter()
-            .find(|slot| slot.status.phase == OperationPhase::Pending)
-            .filter(|slot| !facts.approved(slot.entry))
-    }
-
     /// The most recent dismissal recorded on any child.
     pub fn last_dismissed(&self) -> Option<DismissedError> {
         self.slots

@@ -63,6 +63,44 @@ pub fn claimable(
     claimable_in(facts, &Roster::new(facts.spec, children), lease)
 }
 
+/// What keeps the whole gate shut whoever holds the lease: a stop or a deletion (rule 2), the
+/// idempotency key (rule 5), the failure policy (rule 4).
+fn shut(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> Option<GateClosed> {
+    if facts.deleting {
+        return Some(GateClosed::Deleting);
+    }
+    if stop::in_effect(facts) {
+        return Some(GateClosed::StopRequested);
+    }
+    if roster.any(OperationPhase::Stopped) {
+        return Some(GateClosed::StopInProgress);
+    }
+    if !facts.idempotency.lets_claims() {
+        return Some(GateClosed::IdempotencyKeyNotHeld);
+    }
+    if facts.failures_stop_the_rollout(roster.count(OperationPhase::Failed)) {
+        return roster.first_error().map(|error| GateClosed::FailurePolicy(error.id));
+    }
+    None
+}
+
+/// The operation the window waits at for its approval (section 11) while nothing else keeps
+/// the gate shut: the first `Pending` one, when it is not approved. What the projection says.
+pub(crate) fn awaiting_approval<'r>(
+    facts: &ApplyFacts<'_>,
+    roster: &'r Roster<'_>,
+) -> Option<&'r str> {
+    if shut(facts, roster).is_some() {
+        return None;
+    }
+    roster
+        .slots()
+        .iter()
+        .find(|slot| slot.status.phase == OperationPhase::Pending)
+        .filter(|slot| !facts.approved(slot.entry))
+        .map(|slot| slot.name)
+}
+
 /// [`claimable`] over a roster already built (and perhaps updated by a plan).
 pub(crate) fn claimable_in(
     facts: &ApplyFacts<'_>,
@@ -72,22 +110,8 @@ pub(crate) fn claimable_in(
     if lease != LeaseState::Held {
         return Err(GateClosed::LeaseNotHeld);
     }
-    if facts.deleting {
-        return Err(GateClosed::Deleting);
-    }
-    if stop::in_effect(facts) {
-        return Err(GateClosed::StopRequested);
-    }
-    if roster.any(OperationPhase::Stopped) {
-        return Err(GateClosed::StopInProgress);
-    }
-    if !facts.idempotency.lets_claims() {
-        return Err(GateClosed::IdempotencyKeyNotHeld);
-    }
-    if facts.failures_stop_the_rollout(roster.count(OperationPhase::Failed))
-        && let Some(error) = roster.first_error()
-    {
-        return Err(GateClosed::FailurePolicy(error.id));
+    if let Some(closed) = shut(facts, roster) {
+        return Err(closed);
     }
     let max = facts.spec.max_concurrent.max(1);
     let mut running = roster.running();

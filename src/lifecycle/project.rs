@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::facts::{ApplyFacts, Idempotency, Roster, Slot};
-use super::{Child, condition, describe_foreign, reason, stop};
+use super::{Child, condition, describe_foreign, gate, reason, stop};
 use crate::crd::{
     ApplyError, ApplyPhase, ApplySpec, ApplyStatus, DismissedError, FailurePolicy, OperationCounts,
     OperationPhase,
@@ -26,13 +26,7 @@ pub(crate) fn project_roster(facts: &ApplyFacts<'_>, roster: &Roster<'_>) -> App
     let error = roster.first_error();
     let last_dismissed_error = roster.last_dismissed();
     let stopping = stop::in_effect(facts);
-    // Section 11: the window waits at an unapproved operation, and says so, while nothing else
-    // keeps it shut.
-    let awaiting = roster
-        .awaiting_approval(facts)
-        .filter(|_| !stopping && facts.idempotency.lets_claims())
-        .filter(|_| error.is_none() || !facts.failures_stop_the_rollout(counts.failed))
-        .map(|slot| slot.name);
+    let awaiting = gate::awaiting_approval(facts, roster);
     let started = roster.started();
     let roster = roster.slots();
     let active = counts.running + counts.pending;
