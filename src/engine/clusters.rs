@@ -35,6 +35,8 @@ use kube::config::{
 use kube::discovery::ApiCapabilities;
 use kube::{Api, Client, Config};
 
+use super::Failure;
+
 use self::kubeconfig::{inline_only, refused_field};
 pub use self::recent::Recent;
 
@@ -104,15 +106,6 @@ impl Place {
     }
 }
 
-/// Why no client could be had for a registered cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unusable {
-    /// What is wrong, naming the cluster and the Secret.
-    pub message: String,
-    /// The API server could not answer the Secret's read: worth another try.
-    pub transient: bool,
-}
-
 /// A cache of impersonating clients with baton's bounds ([`CLIENT_IDLE`], [`CLIENT_CAPACITY`]).
 pub fn client_cache<K: Eq + Hash + Clone, V>() -> Recent<K, V> {
     Recent::new(CLIENT_IDLE, CLIENT_CAPACITY)
@@ -179,7 +172,7 @@ impl Clusters {
         namespace: &str,
         cluster: &str,
         service_account: Option<&str>,
-    ) -> Result<Place, Unusable> {
+    ) -> Result<Place, Failure> {
         let kubeconfig = read_kubeconfig(reader, namespace, cluster).await?;
         let fingerprint = fingerprint(&kubeconfig);
         let key = (namespace.to_owned(), cluster.to_owned(), service_account.map(str::to_owned));
@@ -230,8 +223,8 @@ fn outage_key(namespace: &str, place: &Place) -> String {
     format!("{namespace}/{}", place.cluster.as_deref().unwrap_or_default())
 }
 
-fn unusable(cluster: &str, namespace: &str, reason: &str) -> Unusable {
-    Unusable {
+fn unusable(cluster: &str, namespace: &str, reason: &str) -> Failure {
+    Failure {
         message: format!("cluster `{cluster}`: Secret `{cluster}` in `{namespace}`: {reason}"),
         transient: false,
     }
@@ -242,7 +235,7 @@ async fn read_kubeconfig(
     reader: &Client,
     namespace: &str,
     cluster: &str,
-) -> Result<String, Unusable> {
+) -> Result<String, Failure> {
     let secrets: Api<Secret> = Api::namespaced(reader.clone(), namespace);
     let secret = match secrets.get(cluster).await {
         Ok(secret) => secret,
@@ -257,7 +250,7 @@ async fn read_kubeconfig(
             return Err(unusable(cluster, namespace, &format!("forbidden: {}", status.message)));
         }
         Err(error) => {
-            return Err(Unusable {
+            return Err(Failure {
                 message: format!(
                     "cluster `{cluster}`: reading Secret `{cluster}` in `{namespace}`: {error}"
                 ),
@@ -280,7 +273,7 @@ async fn clients_from(
     namespace: &str,
     cluster: &str,
     service_account: Option<&str>,
-) -> Result<(Client, Client), Unusable> {
+) -> Result<(Client, Client), Failure> {
     let config = config_from(text, namespace, cluster, service_account).await?;
     let not_usable = |error: kube::Error| {
         unusable(cluster, namespace, &format!("the kubeconfig is not usable: {error}"))
@@ -300,7 +293,7 @@ async fn config_from(
     namespace: &str,
     cluster: &str,
     service_account: Option<&str>,
-) -> Result<Config, Unusable> {
+) -> Result<Config, Failure> {
     let kubeconfig = Kubeconfig::from_yaml(text).map_err(|error| {
         unusable(cluster, namespace, &format!("the kubeconfig does not parse: {error}"))
     })?;

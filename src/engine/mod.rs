@@ -76,10 +76,13 @@ impl Check {
 /// [`Watches::want`].
 pub type Wants = BTreeMap<WatchKey, BTreeSet<String>>;
 
-/// A failure while applying, and whether another try may succeed.
-struct Failure {
-    message: String,
-    transient: bool,
+/// A failure while placing, applying or reading, and whether another try may succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What is wrong, naming the object (or the cluster and its Secret).
+    pub message: String,
+    /// The API server could not answer: worth another try, not a verdict.
+    pub transient: bool,
 }
 
 impl From<String> for Failure {
@@ -163,10 +166,6 @@ impl Engine {
         self.clusters
             .remote(&local, target.apply_namespace, cluster, target.named_service_account)
             .await
-            .map_err(|unusable| Failure {
-                message: unusable.message,
-                transient: unusable.transient,
-            })
     }
 
     /// Says, for a failure on `place` that another try may fix, since when a registered cluster
