@@ -176,24 +176,31 @@ pub async fn run(settings: Settings) -> Result<()> {
         () = &mut passes => None,
         () = stop => Some(tokio::time::Instant::now()),
     };
-    // A shutdown ends within the lease grace: the passes in flight get half of it to finish
-    // (no new one starts), and are dropped at their next await after that; releasing the
-    // leases gets the rest.
-    let grace = settings.lease.grace;
-    if let Some(since) = stopping {
-        if tokio::time::timeout(grace / 2, &mut passes).await.is_err() {
-            tracing::warn!(grace = ?grace / 2, "passes still running at shutdown; dropping them");
-        }
-        // Released, not left to lapse, so a successor need not wait for the expiry.
-        let left = grace.saturating_sub(since.elapsed());
-        if tokio::time::timeout(left, context.leases.release_all()).await.is_err() {
-            tracing::warn!("leases not all released within the grace; they will lapse");
-        }
-    } else {
-        context.leases.release_all().await;
+    match stopping {
+        Some(since) => shut_down(passes, since, settings.lease.grace, &context).await,
+        None => context.leases.release_all().await,
     }
     tracing::info!("baton operator stopped");
     Ok(())
+}
+
+/// Ends within the lease grace after a signal at `since`: the passes in flight get half of it
+/// to finish (no new one starts), and are dropped at their next await after that; releasing
+/// the leases gets the rest. Released, not left to lapse, so a successor need not wait for the
+/// expiry.
+async fn shut_down(
+    passes: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    since: tokio::time::Instant,
+    grace: Duration,
+    context: &Context,
+) {
+    if tokio::time::timeout(grace / 2, passes).await.is_err() {
+        tracing::warn!(grace = ?grace / 2, "passes still running at shutdown; dropping them");
+    }
+    let left = grace.saturating_sub(since.elapsed());
+    if tokio::time::timeout(left, context.leases.release_all()).await.is_err() {
+        tracing::warn!("leases not all released within the grace; they will lapse");
+    }
 }
 
 /// Resolves at the first SIGINT or SIGTERM.

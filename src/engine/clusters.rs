@@ -100,6 +100,14 @@ impl Place {
         }
     }
 
+    /// `text (cluster `eu`)` about an object of a registered cluster, `text` otherwise.
+    pub fn suffix(&self, text: &str) -> String {
+        match &self.cluster {
+            Some(cluster) => format!("{text} (cluster `{cluster}`)"),
+            None => text.to_owned(),
+        }
+    }
+
     /// `cluster `eu`: ` before a message about a registered cluster, nothing otherwise.
     pub fn prefix(&self) -> String {
         self.cluster.as_ref().map(|cluster| format!("cluster `{cluster}`: ")).unwrap_or_default()

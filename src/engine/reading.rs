@@ -77,10 +77,7 @@ impl Engine {
         entry: &InventoryEntry,
     ) -> Seen {
         let object_text = describe_entry(entry);
-        let on = match &place.cluster {
-            Some(cluster) => format!("{object_text} (cluster `{cluster}`)"),
-            None => object_text.clone(),
-        };
+        let on = place.suffix(&object_text);
         let gvk = api_version_kind(&entry.api_version, &entry.kind);
         let resource = match self.resolve(place, &gvk).await {
             Ok((resource, _)) => resource,
@@ -93,31 +90,16 @@ impl Engine {
             }
         };
         let key = place.watch_key(&entry.api_version, &entry.kind, entry.namespace.as_deref());
-        let (mut known, watch_error) = self.known(&key, &entry.name);
-        let mut retry_soon = false;
-        if watch_error.is_some() {
-            // While its watch fails (an API server restarting, a registered cluster going
-            // away), the object is read directly and looked at again soon: what the watch
-            // would have said is not waited for, and an unreachable cluster is said at once.
-            known = None;
-            retry_soon = true;
-        } else if known.is_none() {
-            // Stale (its watch may have stalled): one LIST re-reads everything the watch
-            // carries, so the safety re-read costs a request per watch, not per object.
-            let relisted = self.relist(place, &key, &resource, &entry.name).await;
-            if self.note_outage(target.apply_namespace, place, relisted).is_ok() {
-                known = self.known(&key, &entry.name).0;
-            }
-        }
+        let (known, watch_error) = self.watched(target, place, &key, &resource, &entry.name).await;
+        // While its watch fails, the object is looked at again soon.
+        let retry_soon = watch_error.is_some();
         let object = match known {
             Some(object) => object,
             None => {
                 let read = self.read(place, entry, &resource).await;
-                match self.note_outage(target.apply_namespace, place, read) {
-                    Ok(object) => {
-                        self.remember(&key, &entry.name, object.clone());
-                        object
-                    }
+                let read = self.note_outage(target.apply_namespace, place, read);
+                match read.inspect(|object| self.remember(&key, &entry.name, object.clone())) {
+                    Ok(object) => object,
                     Err(failure) if failure.transient && place.cluster.is_some() => {
                         return Seen::Verdict(Check::retry(Health::Waiting(failure.message)));
                     }
@@ -167,6 +149,32 @@ impl Engine {
                 place.prefix()
             )))),
         }
+    }
+
+    /// What the watch `key` says of `name`, refreshed by one LIST of its scope when its news is
+    /// stale (a watch may stall silently: the safety re-read costs a request per watch, not per
+    /// object); `None` to read it directly. The second value is the watch's error while it
+    /// fails (an API server restarting, a registered cluster going away): the object is then
+    /// read directly, since what the watch would say is not waited for.
+    async fn watched(
+        &self,
+        target: &RunTarget<'_>,
+        place: &Place,
+        key: &WatchKey,
+        resource: &ApiResource,
+        name: &str,
+    ) -> (Option<Option<Arc<serde_json::Value>>>, Option<String>) {
+        let (known, watch_error) = self.known(key, name);
+        if watch_error.is_some() {
+            return (None, watch_error);
+        }
+        if known.is_none() {
+            let relisted = self.relist(place, key, resource, name).await;
+            if self.note_outage(target.apply_namespace, place, relisted).is_ok() {
+                return (self.known(key, name).0, None);
+            }
+        }
+        (known, None)
     }
 
     /// What the watch `key` knows of `name` recently enough to decide on, and the watch's
