@@ -17,9 +17,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Child, Foreign};
 use crate::crd::{
-    ApplyError, ApplySpec, ApprovalRecord, DismissedError, FailurePolicy, OperationCounts,
-    OperationEntry, OperationPhase, OperationStatus,
+    ApplyError, ApplySpec, Approval, ApprovalRecord, DismissedError, FailurePolicy,
+    OperationCounts, OperationEntry, OperationPhase, OperationStatus,
 };
+
+/// Whether `entry`'s approval is given as far as rule 6 goes: it requires none, or
+/// `spec.approvals` names it.
+pub fn approval_given(spec: &ApplySpec, entry: &OperationEntry) -> bool {
+    entry.approval != Some(Approval::Required) || spec.approvals.contains(&entry.name)
+}
 
 /// Whether this replica holds the Apply's lease (SPEC.md section 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +140,7 @@ impl ApplyFacts<'_> {
 
     /// Whether the operation `name` may be claimed as far as its approval goes (rule 6).
     pub fn approved(&self, entry: &OperationEntry) -> bool {
-        super::gate::approval_given(self.spec, entry)
+        approval_given(self.spec, entry)
     }
 }
 

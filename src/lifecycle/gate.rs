@@ -1,14 +1,8 @@
 //! The claim gate (SPEC.md section 2): which operations may go `Pending → Running` now.
 
-use super::facts::{ApplyFacts, LeaseState, Roster};
+use super::facts::{ApplyFacts, LeaseState, Roster, approval_given};
 use super::{Child, stop};
-use crate::crd::{ApplySpec, Approval, OperationEntry, OperationPhase};
-
-/// Whether `entry`'s approval is given as far as rule 6 goes: it requires none, or
-/// `spec.approvals` names it.
-pub fn approval_given(spec: &ApplySpec, entry: &OperationEntry) -> bool {
-    entry.approval != Some(Approval::Required) || spec.approvals.contains(&entry.name)
-}
+use crate::crd::{ApplySpec, OperationPhase};
 
 /// Whether the operation `name`, now in `phase`, waits for a person: it is `Pending` and its
 /// approval is not given. What the plugin and the dashboard show; the window's own stop at it

@@ -40,8 +40,8 @@ mod spec_rules;
 
 pub use decide::{Batching, Health, Observed, OperationWrite, Plan, Then, WriteKind, decide};
 pub use duration::{DurationError, parse_duration};
-pub use facts::{ApplyFacts, Idempotency, LeaseState, error_id};
-pub use gate::{GateClosed, approval_given, awaits_approval, claimable};
+pub use facts::{ApplyFacts, Idempotency, LeaseState, approval_given, error_id};
+pub use gate::{GateClosed, awaits_approval, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
 pub use identity::{
     Foreign, describe_foreign, expected_spec, manifests_differ, operation_name, sort_owned,
