@@ -17,8 +17,8 @@
 #   hack/image.sh rootfs DIR   builds the binary and lays the image's root filesystem out in
 #     DIR, without buildah or root: the Dockerfile runs it, so both build the same image.
 #
-# buildah and ca-certificates (Debian packages) are installed when missing, as root or through
-# sudo; cargo-auditable is built from crates.io into ${BATON_CACHE_DIR:-~/.cache/baton} on
+# buildah, podman, runc and ca-certificates (Debian packages) are installed when missing, as
+# root or through sudo; cargo-auditable is built from crates.io into ${BATON_CACHE_DIR:-~/.cache/baton} on
 # first use (about 80 s). buildah runs as root with the vfs storage driver, which needs no
 # overlay or fuse support from the machine (each layer is a plain copy; this image has one).
 #
@@ -141,8 +141,11 @@ archive="$out/baton-$version.tar"
 sbom="$out/baton-$version.deps.json"
 digest_file="$out/baton-$version.digest"
 
+# podman and runc run the image in its end-to-end test (e2e/tests/image.rs says why runc).
 missing=()
 command -v buildah > /dev/null || missing+=(buildah)
+command -v podman > /dev/null || missing+=(podman)
+command -v runc > /dev/null || missing+=(runc)
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 ((${#missing[@]} == 0)) || install_packages "${missing[@]}"
 

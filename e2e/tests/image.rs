@@ -1,20 +1,24 @@
-//! The operator's image, run as a user's cluster runs it. `hack/image.sh` builds it (what
-//! `make image` does); the test unpacks the OCI archive's layers into a root filesystem, adds
-//! what a kubelet and container runtime add (`/etc/hosts`, the service account's token, CA
-//! and namespace under `/var/run/secrets/kubernetes.io/serviceaccount/`, the
-//! `KUBERNETES_SERVICE_*` variables, `POD_NAME`), and runs the image's entrypoint and
-//! command in it with `chroot` as the image's user: nothing outside the root filesystem is
-//! reachable to the binary, so a dynamic binary, a wrong entrypoint, a missing CA bundle or a
-//! user that cannot read its files fails here as it would in a pod. The operator then carries
-//! an Apply to `Succeeded`: one operation on the cluster it runs in (in-cluster config, as in
-//! a pod) and one on a cluster registered by a kubeconfig that names no CA, reached as
-//! `localhost` (a name looked up by the static binary) and verified against the image's CA
-//! bundle, to which the test adds the local control plane's CA as an administrator adds a
-//! private CA.
+//! The operator's image, run as a cluster runs it. `hack/image.sh` builds it (what `make image`
+//! does); the test checks the OCI archive's configuration (user, entrypoint, labels, the SBOM),
+//! loads the archive into podman and runs it with `podman run --network host` as a kubelet
+//! would: the image's own user and entrypoint, the container's args replacing its command, a
+//! read-only root filesystem, no capabilities, and the service account's token, CA and
+//! namespace mounted at `/var/run/secrets/kubernetes.io/serviceaccount/` with the
+//! `KUBERNETES_SERVICE_*` variables (the in-cluster config, no kubeconfig). The operator then
+//! carries an Apply to `Succeeded`: one operation on the cluster it runs in, and one on a
+//! cluster registered by a kubeconfig that names no CA, reached as `localhost` (a name looked
+//! up by the static binary) and verified against the image's CA bundle, to which the test adds
+//! the local control plane's CA as an administrator adds a private CA. A dynamic binary, a wrong
+//! entrypoint or user, a missing CA bundle or a file the user cannot read fails here as in a pod.
+//!
+//! podman runs here with runc and the cgroupfs manager, and without its default ulimits:
+//! podman's default runtime (crun) refuses these machines' hybrid cgroup hierarchy, and its
+//! default limits (1,048,576 open files) exceed the hard limits, which root may not raise here
+//! (no CAP_SYS_RESOURCE). `hack/image.sh` installs podman and runc (Debian packages).
 //!
 //! A separate test binary: building the image takes minutes on a machine without the cached
-//! release build, and no timing-bound test of the main suite runs meanwhile. `chroot` needs
-//! root (CI runs as root); elsewhere the test runs it through sudo.
+//! release build (`make tools` builds it first), and no timing-bound test of the main suite
+//! runs meanwhile. podman needs root (CI runs as root); elsewhere the test uses sudo.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -139,22 +143,6 @@ fn unpack(archive: &Path, dir: &Path) -> (Value, PathBuf) {
     (config, rootfs)
 }
 
-/// Writes `contents` at `path` inside `rootfs`, owned by `owner` (`uid:gid`) with `mode`, as
-/// root (the unpacked directories are root's).
-fn put(rootfs: &Path, path: &str, contents: &[u8], owner: &str, mode: &str) {
-    let staged = rootfs.parent().expect("a parent").join("staged");
-    std::fs::write(&staged, contents).expect("staging a file");
-    let target = rootfs.join(path.trim_start_matches('/'));
-    let directory = target.parent().expect("a directory").to_owned();
-    run(as_root("mkdir").arg("-p").arg(&directory));
-    run(as_root("install")
-        .args(["-o", owner.split(':').next().unwrap_or("0")])
-        .args(["-g", owner.split(':').nth(1).unwrap_or("0")])
-        .args(["-m", mode])
-        .arg(&staged)
-        .arg(&target));
-}
-
 /// A kubeconfig's server and user token.
 fn server_and_token(kubeconfig: &Path) -> (String, String) {
     let text = std::fs::read_to_string(kubeconfig).expect("reading a kubeconfig");
@@ -164,23 +152,48 @@ fn server_and_token(kubeconfig: &Path) -> (String, String) {
     (server.to_owned(), token.to_owned())
 }
 
-/// The operator started from the image, killed when dropped.
-struct ImageOperator {
+/// `podman` as root with the settings these machines need (see the module's header).
+fn podman(conf: &Path) -> Command {
+    let mut command = as_root("env");
+    command
+        .arg(format!("CONTAINERS_CONF={}", conf.display()))
+        .args(["podman", "--storage-driver", "vfs", "--runtime", "runc"])
+        .args(["--cgroup-manager", "cgroupfs"]);
+    command
+}
+
+/// The operator's container, removed when dropped.
+struct Container {
     child: std::process::Child,
+    name: String,
+    conf: PathBuf,
     log: PathBuf,
 }
 
-impl Drop for ImageOperator {
+impl Drop for Container {
     fn drop(&mut self) {
-        // The child is chroot exec'd into the operator: this ends the operator itself.
-        let _ = as_root("kill").args(["-KILL", &self.child.id().to_string()]).status();
+        let _ = podman(&self.conf)
+            .args(["rm", "--force", "--time", "0", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl ImageOperator {
+impl Container {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The container's process on this host, once it runs.
+    fn pid(&self) -> Option<u32> {
+        let output = podman(&self.conf)
+            .args(["inspect", "--format", "{{.State.Pid}}", &self.name])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok().filter(|pid| *pid > 0)
     }
 }
 
@@ -241,11 +254,10 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     let revision = labels["org.opencontainers.image.revision"].as_str().unwrap_or_default();
     assert!(revision.starts_with(&head) && !head.is_empty(), "revision {revision}, HEAD {head}");
     assert_eq!(field(&report, "image"), format!("localhost/baton:{version}"));
-    let entrypoint: Vec<String> =
-        serde_json::from_value(config["Entrypoint"].clone()).expect("an entrypoint");
+    // The entrypoint is the test's to run (podman takes it from the image); the command is
+    // what the chart's container args replace.
     let command: Vec<String> = serde_json::from_value(config["Cmd"].clone()).expect("a command");
     assert_eq!(command, ["run"], "the image's command runs the operator");
-    // The chart's container replaces the image's command with `run` and its flags, as here.
     let sbom = read_json(Path::new(field(&report, "sbom").split(' ').next().unwrap_or_default()));
     let crates = sbom["packages"].as_array().map(Vec::len).unwrap_or_default();
     assert!(crates > 100, "the SBOM lists {crates} crates");
@@ -277,23 +289,31 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     fleet::put_secret(&client, &namespace, REGISTERED, &[("value", &registration)]).await;
     fleet::allow_reading(&client, &namespace, DEPLOYER, &[REGISTERED]).await;
 
-    // What the kubelet and the container runtime add to a pod's root filesystem.
+    // What the kubelet mounts into a pod: the service account's token, CA and namespace.
     let state =
         handle.state.clone().expect("the harness's own control plane (not an existing cluster)");
     let ca = std::fs::read(state.join("pki/ca.crt")).expect("the control plane's CA");
     let operator_kubeconfig =
         handle.operator_kubeconfig.clone().expect("the operator's kubeconfig");
     let (_, operator_token) = server_and_token(&operator_kubeconfig);
-    let account = "/var/run/secrets/kubernetes.io/serviceaccount";
-    put(&rootfs, &format!("{account}/token"), operator_token.as_bytes(), "0:65532", "0440");
-    put(&rootfs, &format!("{account}/ca.crt"), &ca, "0:65532", "0440");
-    put(&rootfs, &format!("{account}/namespace"), b"baton-system", "0:65532", "0440");
-    put(&rootfs, "/etc/hosts", b"127.0.0.1\tlocalhost\n::1\tlocalhost\n", "0:0", "0644");
-    let bundle = rootfs.join("etc/ssl/certs/ca-certificates.crt");
-    let mut roots = std::fs::read(&bundle).expect("the image's CA bundle");
+    let account = work.join("serviceaccount");
+    std::fs::create_dir_all(&account).expect("creating the service account directory");
+    std::fs::write(account.join("token"), &operator_token).expect("writing the token");
+    std::fs::write(account.join("ca.crt"), &ca).expect("writing the CA");
+    std::fs::write(account.join("namespace"), "baton-system").expect("writing the namespace");
+    // The image's CA bundle with the control plane's CA added, in place of the image's own.
+    let mut roots =
+        std::fs::read(rootfs.join("etc/ssl/certs/ca-certificates.crt")).expect("the CA bundle");
     assert!(roots.len() > 100_000, "the image's CA bundle has only {} bytes", roots.len());
     roots.extend_from_slice(&ca);
-    put(&rootfs, "/etc/ssl/certs/ca-certificates.crt", &roots, "0:0", "0644");
+    let bundle = work.join("ca-certificates.crt");
+    std::fs::write(&bundle, &roots).expect("writing the CA bundle");
+    // Readable by the image's user, as a kubelet's projected volume is (mode 0644).
+    run(Command::new("chmod").args(["-R", "a+rX"]).arg(&work));
+
+    let conf = work.join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").expect("containers.conf");
+    run(podman(&conf).arg("load").arg("--quiet").arg("--input").arg(&archive));
 
     let logs = repo_root().join("target/e2e-logs");
     std::fs::create_dir_all(&logs).expect("creating target/e2e-logs");
@@ -302,23 +322,29 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free loopback port");
-    let child = as_root("chroot")
-        .arg(format!("--userspec={USER}"))
-        .arg(&rootfs)
-        .args(&entrypoint)
+    let name = format!("baton-image-{}", std::process::id());
+    let child = podman(&conf)
+        .args(["run", "--rm", "--name", &name, "--network", "host", "--pull", "never"])
+        // The chart's security context: read-only root filesystem, no capabilities, no
+        // privilege escalation; the user is the image's own.
+        .args(["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"])
+        .arg("--volume")
+        .arg(format!("{}:/var/run/secrets/kubernetes.io/serviceaccount:ro", account.display()))
+        .arg("--volume")
+        .arg(format!("{}:/etc/ssl/certs/ca-certificates.crt:ro", bundle.display()))
+        .args(["--env", "KUBERNETES_SERVICE_HOST=127.0.0.1"])
+        .arg("--env")
+        .arg(format!("KUBERNETES_SERVICE_PORT={port}"))
+        .args(["--env", &format!("POD_NAME={name}"), "--env", "RUST_LOG=info,baton=debug"])
+        .arg(field(&report, "image"))
         .args(["run", "--namespace", &namespace, "--admin-address", &admin.to_string()])
         .args(["--lease-duration-seconds", "3", "--lease-grace-seconds", "1"])
-        .env_clear()
-        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-        .env("KUBERNETES_SERVICE_PORT", &port)
-        .env("POD_NAME", "baton-image-0")
-        .env("RUST_LOG", "info,baton=debug")
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("a log handle"))
         .stderr(file)
         .spawn()
-        .expect("starting the image's entrypoint");
-    let operator = ImageOperator { child, log };
+        .expect("starting podman run");
+    let container = Container { child, name, conf, log };
 
     // Ready, and running as the image's user.
     let ready = tokio::time::timeout(
@@ -328,8 +354,9 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
         }),
     )
     .await;
-    assert!(ready.is_ok(), "the image's operator never became ready:\n{}", operator.log());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", operator.child.id()))
+    assert!(ready.is_ok(), "the image's operator never became ready:\n{}", container.log());
+    let pid = container.pid().expect("the container's process");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("the operator's process status");
     let ids = |key: &str| {
         status
@@ -340,7 +367,7 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     };
     assert_eq!(ids("Uid:"), "65532 65532 65532 65532", "{status}");
     assert_eq!(ids("Gid:"), "65532 65532 65532 65532", "{status}");
-    assert_eq!(ids("Groups:"), "", "no supplementary groups: {status}");
+    assert_eq!(ids("CapEff:"), "0000000000000000", "{status}");
 
     let applies: Api<Apply> = Api::namespaced(client.clone(), &namespace);
     applies
@@ -359,19 +386,19 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     })
     .await;
     let apply = settled.unwrap_or_else(|_| {
-        panic!("the Apply did not settle within 90 s; the operator's log:\n{}", operator.log())
+        panic!("the Apply did not settle within 90 s; the operator's log:\n{}", container.log())
     });
     let status = serde_json::to_string_pretty(&apply.status).unwrap_or_default();
     assert_eq!(
         apply.status.and_then(|status| status.phase),
         Some(ApplyPhase::Succeeded),
         "{status}\nthe operator's log:\n{}",
-        operator.log()
+        container.log()
     );
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     for name in ["from-the-image-local", "from-the-image-registered"] {
         configmaps.get(name).await.unwrap_or_else(|error| panic!("{name}: {error}"));
     }
-    drop(operator);
+    drop(container);
     let _ = as_root("rm").arg("-rf").arg(&work).status();
 }
