@@ -29,7 +29,7 @@ use baton::crd::{
 };
 use baton_e2e::{
     TestNamespace, admin_client, cluster, fleet, http_get, install_operator_rbac,
-    service_account_with_rules, wait_for,
+    service_account_with_rules,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -344,17 +344,24 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
         .stderr(file)
         .spawn()
         .expect("starting podman run");
-    let container = Container { child, name, conf, log };
+    let mut container = Container { child, name, conf, log };
 
-    // Ready, and running as the image's user.
-    let ready = tokio::time::timeout(
-        Duration::from_secs(60),
-        wait_for("/readyz", Duration::from_secs(60), || async move {
-            http_get(admin, "/readyz").await.filter(|(code, _)| *code == 200)
-        }),
-    )
-    .await;
-    assert!(ready.is_ok(), "the image's operator never became ready:\n{}", container.log());
+    // Ready, and running as the image's user; a container that exits fails at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(exit)) = container.child.try_wait() {
+            panic!("the image's operator exited ({exit}):\n{}", container.log());
+        }
+        if http_get(admin, "/readyz").await.is_some_and(|(code, _)| code == 200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the image's operator was not ready within 60 s:\n{}",
+            container.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let pid = container.pid().expect("the container's process");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("the operator's process status");
