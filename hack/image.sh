@@ -47,7 +47,7 @@ case "$arch" in
 esac
 auditable_version=0.7.7
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
-binary="$root/target/$target/release/baton"
+binary="${CARGO_TARGET_DIR:-$root/target}/$target/release/baton"
 
 as_root=()
 if ((EUID != 0)); then
