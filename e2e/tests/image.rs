@@ -254,7 +254,7 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     let (image, rootfs) = unpack(&archive, &work);
     let config = &image["config"];
 
-    // What users deploy: the labels, the user, the entrypoint.
+    // What users deploy: the labels, the user, the command, the SBOM.
     let cargo_toml = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
     let version = cargo_toml
         .lines()
@@ -269,8 +269,9 @@ async fn the_image_runs_as_its_user_and_carries_an_apply_to_succeeded() {
     let revision = labels["org.opencontainers.image.revision"].as_str().unwrap_or_default();
     assert!(revision.starts_with(&head) && !head.is_empty(), "revision {revision}, HEAD {head}");
     assert_eq!(field(&report, "image"), format!("localhost/baton:{version}"));
-    // The entrypoint is the test's to run (podman takes it from the image); the command is
-    // what the chart's container args replace.
+    // The entrypoint is proved below by running the image (podman takes it from the image,
+    // as a kubelet does when the chart names no command); the command is what the chart's
+    // container args replace.
     let command: Vec<String> = serde_json::from_value(config["Cmd"].clone()).expect("a command");
     assert_eq!(command, ["run"], "the image's command runs the operator");
     let sbom = read_json(Path::new(field(&report, "sbom").split(' ').next().unwrap_or_default()));
