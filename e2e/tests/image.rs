@@ -39,8 +39,8 @@ use serde_json::{Value, json};
 
 /// The image's user, as the chart's security context also names it.
 const USER: &str = "65532:65532";
-/// How long `hack/image.sh` may take: a first build on a fresh machine (cargo-auditable, then
-/// the release build of every dependency) takes about 10 minutes on 2 cores.
+/// How long `hack/image.sh` may take: a first build on a fresh clone (cargo-auditable, then
+/// the release build of every dependency) took 18 minutes on a busy 2-core machine.
 const BUILD_BOUND: Duration = Duration::from_secs(30 * 60);
 /// The service account the Apply impersonates.
 const DEPLOYER: &str = "deployer";
