@@ -1,14 +1,28 @@
-# The operator image: a static musl build on a distroless, non-root base.
-FROM rust:1.95-alpine AS build
-# ring (TLS) compiles C and assembly.
-RUN apk add --no-cache build-base
+# The operator image where base images can be pulled: the same image as `make image`
+# (hack/image.sh, buildah FROM scratch), which is the one the project builds and tests. The
+# build stage runs `hack/image.sh rootfs`, so the binary (static glibc, cargo auditable) and
+# the root filesystem are laid out by the same script; only the labels' values come from
+# build arguments here:
+#   docker build --build-arg REVISION="$(git rev-parse HEAD)" -t baton:0.1.0 .
+FROM rust:1.95-bookworm AS build
+# binutils (readelf, strip) and ca-certificates come with this image.
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin baton --bin kubectl-baton
+RUN bash hack/image.sh rootfs /rootfs
 
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/release/baton /baton
+FROM scratch
+COPY --from=build /rootfs/ /
 USER 65532:65532
-EXPOSE 8080
+WORKDIR /
+EXPOSE 8080/tcp
 ENTRYPOINT ["/baton"]
 CMD ["run"]
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=""
+LABEL org.opencontainers.image.title="baton" \
+      org.opencontainers.image.description="A Kubernetes operator that carries one change through an ordered list of targets" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.source="$SOURCE"

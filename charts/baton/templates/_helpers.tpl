@@ -61,8 +61,10 @@ The operator's ServiceAccount name.
 {{- end }}
 
 {{/*
-The image reference; the tag defaults to the chart's appVersion.
+The image reference; the tag defaults to the chart's appVersion, and a digest, when given,
+pins the image (`repository:tag@digest`: the runtime pulls by the digest).
 */}}
 {{- define "baton.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- with .Values.image.digest }}{{ printf "@%s" . }}{{ end }}
 {{- end }}

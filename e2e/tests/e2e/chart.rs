@@ -88,6 +88,17 @@ fn the<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     object
 }
 
+/// The operator crate's version (`version` of the repository's Cargo.toml): the image's tag.
+fn crate_version() -> String {
+    let manifest = std::fs::read_to_string(repo_root().join("Cargo.toml")).expect("Cargo.toml");
+    manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the crate's version")
+        .to_owned()
+}
+
 /// The operator container's args of a rendering.
 fn args(objects: &[Value]) -> Vec<String> {
     let container = &the(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
@@ -184,8 +195,15 @@ fn chart_lints_and_renders() {
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], account);
     let container = &pod["containers"][0];
-    assert_eq!(container["image"], "baton:0.1.0");
+    // The image `make image` builds: localhost/baton, tagged with the operator crate's version
+    // (the chart's appVersion must follow it); a digest pins it.
+    let image = format!("localhost/baton:{}", crate_version());
+    assert_eq!(container["image"], image);
     assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let pinned = render(&["--set", &format!("image.digest={digest}")]);
+    let pinned = &the(&pinned, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(pinned["image"], format!("{image}@{digest}"));
     assert_eq!(
         args(&objects),
         [

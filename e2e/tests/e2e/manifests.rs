@@ -35,6 +35,14 @@ async fn kustomized_config_passes_a_server_side_dry_run() {
     {
         assert!(text.contains(&format!("kind: {kind}\n")), "config/default lacks a {kind}");
     }
+    // The image `make image` builds, tagged with the operator crate's version.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the crate's version");
+    assert!(text.contains(&format!("image: localhost/baton:{version}\n")), "{text}");
     let output = baton_e2e::server_side_dry_run(&text);
     assert!(
         output.status.success(),
