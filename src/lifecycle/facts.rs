@@ -86,8 +86,7 @@ pub struct ApplyFacts<'a> {
     pub deleting: bool,
     /// baton's cleanup finalizer is on the Apply.
     pub finalizer: bool,
-    /// baton created every Operation once already (as the controller reads it from the Apply:
-    /// a status with a phase, or the finalizer with some Operation present). A missing
+    /// baton created every Operation once already ([`super::all_created`]): a missing
     /// Operation then was deleted.
     pub operations_created: bool,
     /// The idempotency key's state.

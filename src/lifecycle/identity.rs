@@ -12,8 +12,20 @@
 
 use kube::ResourceExt;
 
+use super::Child;
 use super::values::{expand, values_of};
-use crate::crd::{ApplySpec, Operation, OperationSpec};
+use crate::crd::{ApplySpec, Operation, OperationPhase, OperationSpec};
+
+/// Whether baton created every Operation of the Apply once, so that one missing now was
+/// deleted: its status has a phase (written only after all were created), or one of them left
+/// `Pending` (a claim, a stop or a `Lost` record are planned only once nothing is missing).
+/// Neither the finalizer nor the mere presence of some Operations says so: a first pass cut
+/// short between its side-by-side creations leaves both, and what it did not create yet never
+/// ran. In doubt about a step that ran, a missing Operation counts as deleted: a needless `Lost`
+/// record asks a person, a needless recreation could run a step twice.
+pub fn all_created(driven_before: bool, children: &[Child]) -> bool {
+    driven_before || children.iter().any(|child| child.status.phase != OperationPhase::Pending)
+}
 
 /// How many foreign Operations a message names before it counts the rest.
 const NAMED_AT_MOST: usize = 5;

@@ -44,8 +44,8 @@ pub use facts::{ApplyFacts, Idempotency, LeaseState, approval_given, error_id};
 pub use gate::{GateClosed, awaits_approval, claimable};
 pub use idempotency::{KeyRecord, KeyState, KeyWrite, key_write, observe_key};
 pub use identity::{
-    Foreign, describe_foreign, expected_spec, manifests_differ, operation_name, sort_owned,
-    why_foreign,
+    Foreign, all_created, describe_foreign, expected_spec, manifests_differ, operation_name,
+    sort_owned, why_foreign,
 };
 pub use notes::{EventText, Note, Severity, reconcile_failed, too_large};
 pub use pacing::{

@@ -698,6 +698,35 @@ fn a_vanished_operation_of_an_apply_whose_operations_were_created_is_recreated_a
 }
 
 #[test]
+fn a_first_pass_cut_short_between_its_creations_creates_the_rest_without_lost_records() {
+    // The finalizer went on beside the creations and the process died after the first one:
+    // nothing ran, so what is missing was never there.
+    let spec = spec(3, FailurePolicy::Halt, 1);
+    let mut partial = children(vec![pending(0), pending(0), pending(0)]);
+    partial.truncate(1);
+    assert!(!all_created(false, &partial), "some Operations present are no evidence");
+    let cut_short = ApplyFacts {
+        finalizer: true,
+        operations_created: all_created(false, &partial),
+        ..facts(&spec)
+    };
+    let plan = plan_as(cut_short, &partial, LeaseState::Held);
+    assert_eq!(
+        plan.writes,
+        vec![
+            OperationWrite::Create { index: 1, name: "b".into(), recreated: false },
+            OperationWrite::Create { index: 2, name: "c".into(), recreated: false },
+        ]
+    );
+    // Once a step left Pending (claims come only after every creation), or the status has a
+    // phase, a missing Operation was deleted.
+    let mut claimed = children(vec![running(ME, 1), pending(0), pending(0)]);
+    claimed.truncate(2);
+    assert!(all_created(false, &claimed));
+    assert!(all_created(true, &partial));
+}
+
+#[test]
 fn a_recreated_operation_is_lost_never_claimed_and_runs_again_only_by_dismissal() {
     let mut spec = spec(2, FailurePolicy::Halt, 1);
     let mut recreated = children(vec![pending(0), pending(0)]);

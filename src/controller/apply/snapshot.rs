@@ -10,7 +10,9 @@ use kube::{Api, ResourceExt};
 use crate::controller::Context;
 use crate::controller::keys::Key;
 use crate::crd::{Apply, ApprovalRecord, FINALIZER, LABEL_APPLY, Operation};
-use crate::lifecycle::{ApplyFacts, Begin, Child, Foreign, KeyWrite, begin, project, sort_owned};
+use crate::lifecycle::{
+    ApplyFacts, Begin, Child, Foreign, KeyWrite, all_created, begin, project, sort_owned,
+};
 use crate::{Error, Result};
 
 /// What one pass knows of an Apply, updated by its own writes.
@@ -111,13 +113,9 @@ impl<'a> Snapshot<'a> {
         (begin(&facts, &projected, self.apply.status.as_ref(), &key), key)
     }
 
-    /// Whether baton created every Operation once: the status has a phase (written only after
-    /// all were created), or the finalizer is on while some Operation exists (it is added before
-    /// the first claim, which may come before the first status write). In doubt a missing
-    /// Operation counts as deleted: a needless `Lost` record asks a person, a needless
-    /// recreation could run a step twice.
+    /// Whether baton created every Operation once (`lifecycle::all_created`).
     fn operations_created(&self) -> bool {
-        self.apply.driven_before() || (self.finalizer && !self.operations.is_empty())
+        all_created(self.apply.driven_before(), &self.children())
     }
 
     /// What the lifecycle knows of the Operations.
