@@ -1,8 +1,9 @@
-//! The engine runs an operation: server-side apply of its manifests into the target while
-//! impersonating the Apply's service account (on a registered cluster, with its kubeconfig, see
-//! `clusters`), then the health of what it applied: kstatus rules (`health`), or the Apply's
-//! CEL health checks for the kinds they name (`expressions`), read from shared watches
-//! (`watches`) rather than by polling.
+//! The engine runs an operation: server-side apply of its manifests into the target
+//! (`dispatch`) while impersonating the Apply's service account (on a registered cluster, with
+//! its kubeconfig, see `clusters`), then the health of what it applied (`reading`): kstatus
+//! rules (`health`), or the Apply's CEL health checks for the kinds they name (`expressions`),
+//! read from shared watches (`watches`) rather than by polling. This module owns where a run
+//! runs (`Engine::place`), the impersonated clients and discovery.
 //!
 //! It reports what it saw as a [`Health`]; it never writes an Operation or an Apply — the
 //! lifecycle decides and the reconciler writes.

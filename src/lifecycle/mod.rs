@@ -7,14 +7,17 @@
 //! write what the [`Plan`] says, write the parent status that [`project`] derives from the
 //! children they wrote, and end the pass as [`next`] says.
 //!
-//! - `facts`: what one decision reads and the questions asked of it (a stop in effect,
-//!   anything running, the policy's meaning, the current error), built once per decision;
+//! - `facts`: what one decision reads and the questions asked of it (anything running, the
+//!   policy's meaning, the current error), built once per decision;
+//! - `stop`: a stop's one home: when it is in effect and what it does;
 //! - `gate`: the claim gate; `transitions`: the only operation transitions there are;
 //! - `decide`: the writes of one pass; `pass`: how a pass begins and ends;
-//! - `project`: the parent status; `pacing`: when a new projection is written;
+//! - `project`: the parent status; `pacing`: when a new projection is written, and how retries
+//!   back off;
 //! - `notes`: what a pass did that a user cares about, and the Events' words for it;
+//! - `identity`: which Operations are an Apply's children, and what baton creates for a step;
 //! - `idempotency`: the key decisions; `duration`: timeouts and soaks;
-//! - `values`: the `${name}` variables of an operation's manifests.
+//! - `values`: the `${name}` variables of an operation's manifests, bounded in size.
 
 mod decide;
 mod duration;
