@@ -12,7 +12,6 @@
 
 use kube::ResourceExt;
 
-use super::Child;
 use super::values::{expand, values_of};
 use crate::crd::{ApplySpec, Operation, OperationPhase, OperationSpec};
 
@@ -23,8 +22,9 @@ use crate::crd::{ApplySpec, Operation, OperationPhase, OperationSpec};
 /// short between its side-by-side creations leaves both, and what it did not create yet never
 /// ran. In doubt about a step that ran, a missing Operation counts as deleted: a needless `Lost`
 /// record asks a person, a needless recreation could run a step twice.
-pub fn all_created(driven_before: bool, children: &[Child]) -> bool {
-    driven_before || children.iter().any(|child| child.status.phase != OperationPhase::Pending)
+/// `phases` are those of the Operations present.
+pub fn all_created(driven_before: bool, mut phases: impl Iterator<Item = OperationPhase>) -> bool {
+    driven_before || phases.any(|phase| phase != OperationPhase::Pending)
 }
 
 /// How many foreign Operations a message names before it counts the rest.

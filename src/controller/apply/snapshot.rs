@@ -115,7 +115,12 @@ impl<'a> Snapshot<'a> {
 
     /// Whether baton created every Operation once (`lifecycle::all_created`).
     fn operations_created(&self) -> bool {
-        all_created(self.apply.driven_before(), &self.children())
+        // Asked for every decision of a pass: read in place, no copy of the children.
+        let phases = self
+            .operations
+            .values()
+            .map(|op| op.status.as_ref().map_or_else(Default::default, |s| s.phase));
+        all_created(self.apply.driven_before(), phases)
     }
 
     /// What the lifecycle knows of the Operations.
